@@ -1,0 +1,62 @@
+"""The RoleContext an algorithm role receives: the executor's ports, nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from shared import topics
+from shared.clock import Clock
+from shared.errors import Suspended
+from shared.events import AlgorithmTaskSpec, ExecutorProgress
+from shared.messaging import EventPublisher
+
+
+@dataclass
+class ExecutorContext:
+    task: AlgorithmTaskSpec
+    params: Mapping[str, Any]
+    checkpoints: Any
+    peers: Any
+    clock: Clock
+    log: Any
+    publisher: EventPublisher
+    stop: asyncio.Event
+    data_opener: Callable[[], Any] | None = None
+    bus: Any = None   # for the executor's own transport adapters (round messages), not for roles
+    _data: Any = field(default=None, init=False)
+
+    @property
+    def data(self) -> Any:
+        """The party's dataset, opened on first use (roles without data never open a store)."""
+        if self._data is None and self.data_opener is not None:
+            self._data = self.data_opener()
+        return self._data
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop.is_set()
+
+    def check_stop(self) -> None:
+        """Call at safe points (after a checkpoint): raises Suspended once SIGTERM arrived."""
+        if self.stop.is_set():
+            raise Suspended("stop requested")
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but wake up and raise Suspended as soon as a stop is requested."""
+        stopper = asyncio.ensure_future(self.stop.wait())
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        try:
+            await asyncio.wait({stopper, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            sleeper.cancel()
+        self.check_stop()
+
+    async def report(self, *, round: int = 0, total_rounds: int = 0, stage: str = "",
+                     metrics: Mapping[str, float] | None = None) -> None:
+        t = self.task
+        await self.publisher.publish(topics.PROGRESS.name, t.task_id, ExecutorProgress(
+            algo_task_id=t.algo_task_id, task_id=t.task_id, flow_id=t.flow_id, attempt=t.attempt,
+            round=round, total_rounds=total_rounds, stage=stage, metrics=dict(metrics or {})))

@@ -1,0 +1,106 @@
+"""The executor: runs one algorithm task (one party, one role) and exits with a meaningful code.
+
+Contract with the runners (local process, Kubernetes Job, inline task):
+FERRY_TASK_SPEC holds the task; FERRY_EXECUTOR__{DATA,CHECKPOINT,ARTIFACTS}_DIR
+the party's folders; SIGTERM asks the role to checkpoint and stop (exit 143);
+exit codes follow shared.errors (0 done, 2 configuration, 3 data, 75 transient).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any, Callable
+
+import structlog
+
+from services.executor.checkpoints import FileCheckpointStore
+from services.executor.context import ExecutorContext
+from shared.algorithms import AlgorithmRegistry, load_role
+from shared.bus.port import Bus
+from shared.clock import Clock, SystemClock
+from shared.errors import ConfigurationError, FerryError, Suspended
+from shared.events import AlgorithmTaskSpec
+from shared.messaging import EventPublisher
+
+
+def _data_opener(data_dir: Path | None, spec: AlgorithmTaskSpec) -> Callable[[], Any] | None:
+    if data_dir is None or not spec.data_ref:
+        return None
+
+    def open_dataset() -> Any:
+        from services.executor.data.dataset import open_party_dataset
+
+        return open_party_dataset(data_dir, spec.data_ref)
+
+    return open_dataset
+
+
+async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio.Event, *, bus: Bus,
+                   clock: Clock, registry: AlgorithmRegistry | None = None) -> int:
+    """Run one attempt of an algorithm task; returns the process exit code."""
+    log = structlog.get_logger(service="executor").bind(
+        flow=spec.flow_id, task=spec.task_id, algo_task=spec.algo_task_id, party=spec.party,
+        role=spec.role, attempt=spec.attempt)
+    publisher = EventPublisher(bus, f"executor/{spec.algo_task_id}", clock)
+    try:
+        registry = registry or AlgorithmRegistry.from_entry_points()
+        algorithm = registry.get(spec.algorithm, spec.version)
+        if algorithm is None or algorithm.role(spec.role) is None:
+            raise ConfigurationError(f"algorithm {spec.algorithm} {spec.version} with role {spec.role} "
+                                     f"is not installed on this node")
+        role = load_role(algorithm.role(spec.role))
+        ctx = ExecutorContext(
+            task=spec, params=algorithm.with_defaults(spec.params),
+            checkpoints=FileCheckpointStore(dirs["checkpoints"], spec.algo_task_id),
+            peers=None, clock=clock, log=log, publisher=publisher, stop=stop,
+            data_opener=_data_opener(dirs.get("data"), spec), bus=bus)
+        log.info("executor.started")
+        await ctx.report(stage="started")
+        result = await role.run(ctx)
+        await ctx.report(stage="finished", metrics=result.metrics)
+        log.info("executor.finished", metrics=dict(result.metrics))
+        return 0
+    except Suspended:
+        log.info("executor.suspended")
+        return Suspended.exit_code
+    except FerryError as exc:
+        log.error("executor.failed", error=str(exc), error_type=type(exc).__name__, retriable=exc.retriable)
+        return exc.exit_code
+    except Exception:
+        log.exception("executor.crashed")
+        return 1
+
+
+def main() -> int:
+    import os
+
+    from shared.logging import configure_logging
+    from shared.runtime import make_bus
+    from shared.settings import FerrySettings
+    from shared.wire.codec import spec_from_text
+
+    settings = FerrySettings()
+    configure_logging(settings.log.level, settings.log.json_output)
+    text = os.environ.get("FERRY_TASK_SPEC")
+    if not text:
+        structlog.get_logger().error("executor.no_task", reason="FERRY_TASK_SPEC is not set")
+        return ConfigurationError.exit_code
+    spec = spec_from_text(text)
+    ex = settings.executor
+    dirs = {"data": ex.data_dir, "checkpoints": ex.checkpoint_dir, "artifacts": ex.artifacts_dir}
+
+    async def go() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        bus = make_bus(settings, f"executor-{spec.algo_task_id}")
+        await bus.start()
+        try:
+            return await run_task(spec, dirs, stop, bus=bus, clock=SystemClock())
+        finally:
+            await bus.stop()
+
+    return asyncio.run(go())

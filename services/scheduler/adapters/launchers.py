@@ -1,0 +1,112 @@
+"""How executors start on this machine: as OS processes (local) or asyncio tasks (inline).
+
+The local launcher gives a process the same contract a Kubernetes Job gives a
+pod: FERRY_TASK_SPEC plus the party's folders and the bus settings in the
+environment, SIGTERM to stop, the exit code to classify. The inline launcher
+runs the executor inside this process for the embedded default, where the
+in-process bus cannot cross a process boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from shared.events import AlgorithmTaskSpec
+from shared.wire.codec import spec_to_text
+
+
+def party_dirs(work_dir: Path, party: str) -> dict[str, Path]:
+    root = work_dir / "parties" / party
+    return {"data": root / "data", "checkpoints": root / "checkpoints", "artifacts": work_dir / "artifacts"}
+
+
+class _ProcessHandle:
+    def __init__(self, process: asyncio.subprocess.Process, log_path: Path):
+        self._process = process
+        self._log_path = log_path
+
+    async def wait(self) -> int:
+        return await self._process.wait()
+
+    def terminate(self) -> None:
+        if self._process.returncode is None:
+            os.killpg(self._process.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self._process.returncode is None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+
+    def diagnostics(self) -> str:
+        try:
+            return self._log_path.read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+
+class LocalProcessLauncher:
+    name = "local"
+
+    def __init__(self, work_dir: Path, base_env: dict[str, str]):
+        self._work_dir = work_dir
+        self._base_env = base_env
+
+    async def launch(self, spec: AlgorithmTaskSpec, name: str) -> _ProcessHandle:
+        dirs = party_dirs(self._work_dir, spec.party)
+        log_dir = self._work_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self._base_env,
+               "FERRY_TASK_SPEC": spec_to_text(spec),
+               "FERRY_EXECUTOR__DATA_DIR": str(dirs["data"]),
+               "FERRY_EXECUTOR__CHECKPOINT_DIR": str(dirs["checkpoints"]),
+               "FERRY_EXECUTOR__ARTIFACTS_DIR": str(dirs["artifacts"])}
+        log_path = log_dir / f"{name}.log"
+        with open(log_path, "ab") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "services.executor", env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file, stderr=log_file, start_new_session=True)
+        return _ProcessHandle(process, log_path)
+
+
+InlineTarget = Callable[[AlgorithmTaskSpec, dict[str, Path], asyncio.Event], Awaitable[int]]
+
+
+class _TaskHandle:
+    def __init__(self, task: asyncio.Task, stop: asyncio.Event):
+        self._task = task
+        self._stop = stop
+
+    async def wait(self) -> int:
+        try:
+            return await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if self._task.cancelled():
+                return -9
+            raise
+
+    def terminate(self) -> None:
+        self._stop.set()  # what SIGTERM does in a real executor
+
+    def kill(self) -> None:
+        self._task.cancel()
+
+    def diagnostics(self) -> str:
+        exc = self._task.exception() if self._task.done() and not self._task.cancelled() else None
+        return repr(exc) if exc else ""
+
+
+class InlineLauncher:
+    name = "inline"
+
+    def __init__(self, work_dir: Path, target: InlineTarget):
+        self._work_dir = work_dir
+        self._target = target
+
+    async def launch(self, spec: AlgorithmTaskSpec, name: str) -> _TaskHandle:
+        stop = asyncio.Event()
+        task = asyncio.create_task(self._target(spec, party_dirs(self._work_dir, spec.party), stop), name=name)
+        return _TaskHandle(task, stop)

@@ -1,0 +1,109 @@
+"""Scheduler service: plan + monitor state + commands in, runner actions and job events out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import structlog
+from fastapi import APIRouter
+
+from services.scheduler.adapters.supervised import SupervisedRunner
+from services.scheduler.core import Cancel, Dispatch, Resume, RunnerCommand, SchedulerState, Suspend, step
+from services.scheduler.ports import Runner
+from shared import topics
+from shared.bus.port import Bus, Record
+from shared.clock import Clock
+from shared.events import Envelope, JobAction, JobEvent, Observation
+from shared.messaging import DeadLetters, EventPublisher, consume
+from shared.metrics import TASKS_DISPATCHED
+from shared.retry import BackoffPolicy
+from shared.settings import FerrySettings
+
+_ACTIONS = {Dispatch: JobAction.CREATED, Suspend: JobAction.SUSPENDED,
+            Resume: JobAction.RESUMED, Cancel: JobAction.DELETED}
+
+
+class SchedulerService:
+    name = "scheduler"
+    default_port = 8082
+    router: APIRouter | None = None
+
+    def __init__(self, bus: Bus, clock: Clock, runner_factory, retry: BackoffPolicy = BackoffPolicy()):
+        self._bus = bus
+        self._clock = clock
+        self._retry = retry
+        self.publisher = EventPublisher(bus, self.name, clock)
+        self.runner: Runner = runner_factory(self._observe)
+        self.state = SchedulerState()
+        self._log = structlog.get_logger(service=self.name)
+
+    async def _observe(self, observation: Observation) -> None:
+        await self.publisher.publish(topics.OBSERVATIONS.name, observation.task_id, observation)
+
+    async def _execute(self, command: RunnerCommand) -> None:
+        spec = command.spec
+        log = self._log.bind(flow=spec.flow_id, task=spec.task_id, algo_task=spec.algo_task_id,
+                             party=spec.party, attempt=spec.attempt, action=type(command).__name__)
+        job_name, reason, retriable, action = "", "", False, _ACTIONS[type(command)]
+        try:
+            if isinstance(command, Dispatch):
+                job_name = await self.runner.dispatch(spec)
+                TASKS_DISPATCHED.labels(self.runner.name).inc()
+            elif isinstance(command, Suspend):
+                await self.runner.suspend(spec)
+            elif isinstance(command, Resume):
+                await self.runner.resume(spec)
+            else:
+                await self.runner.cancel(spec)
+        except Exception as exc:  # a runner failure fails this task, never the scheduler
+            log.exception("runner.failed")
+            action, reason = JobAction.DISPATCH_FAILED, f"{type(exc).__name__}: {exc}"
+            retriable = bool(getattr(exc, "retriable", False))
+        log.info("runner.done", job=job_name, outcome=action.name)
+        event = JobEvent(algo_task_id=spec.algo_task_id, task_id=spec.task_id, flow_id=spec.flow_id,
+                         attempt=spec.attempt, action=action, job_name=job_name, runner=self.runner.name,
+                         reason=reason, retriable=retriable)
+        await self.publisher.publish(topics.JOBS.name, spec.task_id, event)
+
+    async def handle(self, envelope: Envelope, record: Record) -> None:
+        self.state, commands = step(self.state, envelope.event)
+        # Suspend/cancel wait for the executor to stop; run them concurrently so one
+        # slow executor does not hold the others.
+        await asyncio.gather(*(self._execute(c) for c in commands))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._bus.ensure_topics(topics.CATALOGUE)
+        consumer = self._bus.consumer([topics.TASKS_PLANNED.name, topics.TASK_EVENTS.name, topics.COMMANDS.name],
+                                      group_id="ferry-scheduler", client_id="scheduler")
+        await consumer.start()
+        try:
+            await consume(consumer, self.handle, dead_letters=DeadLetters(self.publisher, self.name, self._clock),
+                          stop=stop, clock=self._clock, service=self.name, retry=self._retry)
+        finally:
+            await self.runner.close()
+            await consumer.stop()
+
+    def health(self) -> dict:
+        return {"ok": True, "runner": self.runner.name, "planned_tasks": len(self.state.planned)}
+
+
+def build(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
+    from services.scheduler.adapters.launchers import LocalProcessLauncher
+
+    if settings.scheduler.runner == "kubernetes":
+        raise SystemExit("the kubernetes runner is configured with FERRY_SCHEDULER__RUNNER=kubernetes "
+                         "and arrives with the scheduler issue")
+    base_env = {k: v for k, v in os.environ.items() if k.startswith("FERRY_") and k != "FERRY_TASK_SPEC"}
+    base_env["FERRY_KAFKA__BOOTSTRAP"] = settings.kafka.bootstrap
+    base_env["FERRY_BUS__KIND"] = "kafka"
+    launcher = LocalProcessLauncher(Path(settings.scheduler.work_dir), base_env)
+    return SchedulerService(bus, clock, lambda observe: SupervisedRunner(launcher, observe, clock),
+                            settings.retry.policy())
+
+
+def main() -> int:
+    from shared.runtime import run_service
+
+    return run_service(build, "scheduler")

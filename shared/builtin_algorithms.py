@@ -1,0 +1,85 @@
+"""Specs of the algorithms Ferry ships, registered like any plug-in's.
+
+Only declarations live here (the splitter validates against them); the
+implementations named in `entry` live in services/executor/algorithms and are
+imported by the executor alone.
+"""
+
+from __future__ import annotations
+
+from shared.algorithms import AlgorithmSpec, ParamSpec, RoleSpec
+
+_IMPL = "services.executor.algorithms"
+
+_TRAINING_PARAMS = (
+    ParamSpec("model", "str", "logreg", choices=("logreg", "mlp", "cnn"), help="model structure"),
+    ParamSpec("hidden", "int", 64, minimum=1, maximum=65536, help="hidden units of the MLP"),
+    ParamSpec("rounds", "int", 10, minimum=1, maximum=10000, help="federated rounds (or epochs, centralized)"),
+    ParamSpec("local_epochs", "int", 1, minimum=1, maximum=1000),
+    ParamSpec("batch_size", "int", 32, minimum=1, maximum=1_000_000),
+    ParamSpec("lr", "float", 0.1, minimum=1e-12, help="learning rate of the local optimizer"),
+    ParamSpec("optimizer", "str", "sgd", choices=("sgd", "adam")),
+    ParamSpec("seed", "int", 0, minimum=0, maximum=2**31 - 1),
+    ParamSpec("test_fraction", "float", 0.2, minimum=0.0, maximum=0.9,
+              help="share of each party's rows held out for evaluation"),
+)
+
+NOOP = AlgorithmSpec(
+    "ferry.noop", "1",
+    roles=(RoleSpec("worker", f"{_IMPL}.noop:NoopRole", needs_data=False),),
+    params=(ParamSpec("sleep_s", "float", 0.0, minimum=0.0, maximum=3600.0),
+            ParamSpec("fail", "bool", False, help="exit with a non-retriable error, for tests")),
+    description="Does nothing (optionally sleeps or fails); for smoke tests of the platform.",
+)
+
+DATA_VALIDATE = AlgorithmSpec(
+    "ferry.data.validate", "1",
+    roles=(RoleSpec("party", f"{_IMPL}.data_steps:ValidateRole"),),
+    params=(ParamSpec("min_rows", "int", 1, minimum=1),),
+    description="Checks each party's dataset exists, matches its schema and has enough rows.",
+)
+
+STANDARDISE = AlgorithmSpec(
+    "ferry.standardise", "1",
+    roles=(RoleSpec("client", f"{_IMPL}.data_steps:StandardiseClient"),
+           RoleSpec("aggregator", f"{_IMPL}.data_steps:StandardiseAggregator",
+                    min_parties=1, max_parties=1, needs_data=False)),
+    description="Federated standardisation: parties share only sums and counts.",
+)
+
+FEDAVG = AlgorithmSpec(
+    "ferry.fedavg", "1",
+    roles=(RoleSpec("client", f"{_IMPL}.federated:TrainingClient"),
+           RoleSpec("aggregator", f"{_IMPL}.federated:TrainingAggregator",
+                    min_parties=1, max_parties=1, needs_data=False)),
+    params=_TRAINING_PARAMS + (
+        ParamSpec("strategy", "str", "fedavg", choices=("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi",
+                                                        "fedadagrad", "median", "trimmed_mean", "krum")),
+        ParamSpec("mu", "float", 0.0, minimum=0.0, help="FedProx proximal term"),
+        ParamSpec("server_lr", "float", 1.0, minimum=1e-12, help="FedAvgM / FedOpt server learning rate"),
+        ParamSpec("server_momentum", "float", 0.9, minimum=0.0, maximum=1.0),
+        ParamSpec("trim_fraction", "float", 0.1, minimum=0.0, maximum=0.49),
+        ParamSpec("fraction_fit", "float", 1.0, minimum=0.0, maximum=1.0, help="clients sampled per round"),
+        ParamSpec("min_clients", "int", 1, minimum=1),
+        ParamSpec("round_timeout_s", "float", 300.0, minimum=0.001),
+        ParamSpec("secure_aggregation", "bool", False),
+    ),
+    description="Federated training (FedAvg and friends) between clients and one aggregator.",
+)
+
+EVALUATE = AlgorithmSpec(
+    "ferry.evaluate", "1",
+    roles=(RoleSpec("party", f"{_IMPL}.evaluate:EvaluateRole"),),
+    params=(ParamSpec("model_from", "str", required=True, help="step whose final model to evaluate"),),
+    description="Evaluates a trained model on each party's held-out data.",
+)
+
+CENTRALIZED = AlgorithmSpec(
+    "ferry.centralized", "1",
+    roles=(RoleSpec("trainer", f"{_IMPL}.centralized:CentralizedTrainer", min_parties=1, max_parties=1),),
+    params=_TRAINING_PARAMS,
+    description="Baseline: the same model and hyper-parameters trained on pooled data "
+                "(only where pooling is allowed, for comparison).",
+)
+
+BUILTIN = (NOOP, DATA_VALIDATE, STANDARDISE, FEDAVG, EVALUATE, CENTRALIZED)

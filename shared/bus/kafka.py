@@ -1,0 +1,129 @@
+"""The Kafka adapter of the bus port (aiokafka).
+
+Producer: idempotent, acks=all, so a retried send never duplicates a record
+within a producer session and per-key order holds. Consumers: manual commits
+only after the handler finished (at-least-once); duplicates from redelivery
+are the consumers' job (per-key sequence numbers in the envelope).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import TopicPartition as KafkaTopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from shared.bus.port import Record, TopicPartition
+from shared.errors import TransientError
+from shared.topics import TopicSpec
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap: str = "127.0.0.1:9092"
+    client_id: str = "ferry"
+    max_request_bytes: int = 1_048_576   # must not exceed the broker's message.max.bytes
+    linger_ms: int = 5
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    replication_factor: int = 1
+
+
+class KafkaBus:
+    def __init__(self, settings: KafkaSettings):
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        s = self._settings
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap, client_id=s.client_id, acks="all",
+            enable_idempotence=True, linger_ms=s.linger_ms, max_request_size=s.max_request_bytes,
+        )
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            await self._producer.stop()
+            raise TransientError(f"kafka at {s.bootstrap} unavailable: {exc}") from exc
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()  # flushes pending sends first
+            self._producer = None
+
+    async def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.bootstrap,
+                                    client_id=f"{self._settings.client_id}-admin")
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [NewTopic(s.name, s.partitions, self._settings.replication_factor, topic_configs=s.config())
+                       for s in specs if s.name not in existing]
+            if missing:
+                await admin.create_topics(missing)
+                # Metadata propagates asynchronously; wait until every topic is listed.
+                for _ in range(100):
+                    if {t.name for t in missing} <= set(await admin.list_topics()):
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            await admin.close()
+
+    def _require_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("KafkaBus.start() was not awaited")
+        return self._producer
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        await self._require_producer().send_and_wait(topic, value, key=key)
+
+    async def send_batch(self, items: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+        producer = self._require_producer()
+        acks = [await producer.send(topic, value, key=key) for topic, key, value in items]
+        await asyncio.gather(*acks)
+
+    def consumer(self, topics: Sequence[str], group_id: str, *, client_id: str = "") -> "KafkaConsumer":
+        return KafkaConsumer(self._settings, tuple(topics), group_id, client_id or self._settings.client_id)
+
+
+class KafkaConsumer:
+    def __init__(self, settings: KafkaSettings, topics: tuple[str, ...], group_id: str, client_id: str):
+        self._consumer = AIOKafkaConsumer(
+            *topics, bootstrap_servers=settings.bootstrap, group_id=group_id, client_id=client_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            fetch_max_bytes=max(52_428_800, settings.max_request_bytes),
+            max_partition_fetch_bytes=max(1_048_576, settings.max_request_bytes),
+        )
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        return frozenset(TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment())
+
+    async def poll(self, timeout_s: float, max_records: int = 500) -> list[Record]:
+        batches = await self._consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        return [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for m in batches[tp]]
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        owned = {tp for tp in self._consumer.assignment()}
+        wanted = {KafkaTopicPartition(tp.topic, tp.partition): off for tp, off in offsets.items()}
+        wanted = {tp: off for tp, off in wanted.items() if tp in owned}
+        if not wanted:
+            return
+        try:
+            await self._consumer.commit(wanted)
+        except (CommitFailedError, IllegalStateError):
+            # Partitions moved to another member mid-batch: it re-reads from the last
+            # commit, and the consumers' per-key sequence numbers drop the duplicates.
+            pass

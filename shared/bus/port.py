@@ -1,0 +1,76 @@
+"""The bus port: what services need from a log-structured message bus.
+
+Semantics every adapter honours (tests/bus/test_bus_contract.py checks them
+against the in-process bus and a real Kafka broker):
+- records with the same key land in the same partition, in send order;
+- consumers of one group share the partitions, each record goes to one member;
+- different groups each see every record;
+- a consumer resumes from its group's committed offsets, so a record handled
+  but not committed is delivered again after a restart (at-least-once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Protocol, Sequence
+
+from shared.topics import TopicSpec
+
+
+@dataclass(frozen=True, order=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int = 0
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+class Consumer(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+    async def poll(self, timeout_s: float, max_records: int = 500) -> list[Record]:
+        """Records after the current position, or [] when none arrive within timeout_s."""
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Store, for each partition, the offset of the next record to read."""
+
+    def assignment(self) -> frozenset[TopicPartition]: ...
+
+
+class Bus(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+    async def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Create missing topics; existing ones are left as they are."""
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Returns once the record is durably appended (acks=all on Kafka)."""
+
+    async def send_batch(self, items: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+        """Like send for each item, in order, waiting once for all acknowledgements."""
+
+    def consumer(self, topics: Sequence[str], group_id: str, *, client_id: str = "") -> Consumer:
+        """A consumer in `group_id` that starts from committed offsets, else the beginning."""
+
+
+def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
+    """Offsets to commit once `records` are handled: one past the last of each partition."""
+    out: dict[TopicPartition, int] = {}
+    for r in records:
+        if r.offset + 1 > out.get(r.tp, -1):
+            out[r.tp] = r.offset + 1
+    return out
