@@ -91,7 +91,8 @@ async def _handle_with_retries(handler: Handler, envelope: events.Envelope, reco
 
 async def consume(consumer: Consumer, handler: Handler, *, dead_letters: DeadLetters,
                   stop: asyncio.Event, clock: Clock, service: str,
-                  retry: BackoffPolicy = BackoffPolicy(), poll_timeout_s: float = 0.2) -> None:
+                  retry: BackoffPolicy = BackoffPolicy(), poll_timeout_s: float = 0.2,
+                  on_malformed: Callable[[Record, MalformedMessage], Awaitable[None]] | None = None) -> None:
     log = structlog.get_logger(service=service)
     while not stop.is_set():
         records = await consumer.poll(poll_timeout_s)
@@ -101,6 +102,8 @@ async def consume(consumer: Consumer, handler: Handler, *, dead_letters: DeadLet
             except MalformedMessage as exc:
                 log.warning("message.malformed", topic=record.topic, offset=record.offset, reason=str(exc))
                 await dead_letters.send(record, exc)
+                if on_malformed is not None:
+                    await on_malformed(record, exc)
                 continue
             bound = log.bind(event_type=envelope.type_name, key=envelope.key, event_id=envelope.event_id)
             try:

@@ -86,6 +86,33 @@ class KafkaBus:
         acks = [await producer.send(topic, value, key=key) for topic, key, value in items]
         await asyncio.gather(*acks)
 
+    async def read_all(self, topic: str) -> list[Record]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._settings.bootstrap, group_id=None,
+                                    enable_auto_commit=False, client_id=f"{self._settings.client_id}-scan")
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                await consumer._client.force_metadata_update()  # topic may be new to this client
+                partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [KafkaTopicPartition(topic, p) for p in sorted(partitions)]
+            if not tps:
+                return []
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            out: list[Record] = []
+            async def behind() -> bool:
+                return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+            while await behind():
+                batches = await consumer.getmany(timeout_ms=500)
+                out.extend(Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                           for msgs in batches.values() for m in msgs if m.offset < ends[KafkaTopicPartition(m.topic, m.partition)])
+            return out
+        finally:
+            await consumer.stop()
+
     def consumer(self, topics: Sequence[str], group_id: str, *, client_id: str = "") -> "KafkaConsumer":
         return KafkaConsumer(self._settings, tuple(topics), group_id, client_id or self._settings.client_id)
 

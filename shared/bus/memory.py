@@ -84,8 +84,11 @@ class InMemoryBus:
     def consumer(self, topics: Sequence[str], group_id: str, *, client_id: str = "") -> "InMemoryConsumer":
         return InMemoryConsumer(self, tuple(topics), group_id)
 
+    async def read_all(self, topic: str) -> list[Record]:
+        return self.records(topic)
+
     def records(self, topic: str) -> list[Record]:
-        """Every record of a topic, for tests and the demo's report."""
+        """Every record of a topic (synchronous, for tests and the demo's report)."""
         return [r for part in self._logs.get(topic, []) for r in part]
 
     def _group(self, group_id: str) -> _Group:

@@ -66,6 +66,12 @@ class Bus(Protocol):
     def consumer(self, topics: Sequence[str], group_id: str, *, client_id: str = "") -> Consumer:
         """A consumer in `group_id` that starts from committed offsets, else the beginning."""
 
+    async def read_all(self, topic: str) -> list[Record]:
+        """Every record the topic holds now, all partitions, outside any consumer group.
+
+        For rebuilding state from a service's own output log at start-up.
+        """
+
 
 def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
     """Offsets to commit once `records` are handled: one past the last of each partition."""

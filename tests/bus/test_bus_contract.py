@@ -1,0 +1,152 @@
+"""One contract, every bus adapter: the in-process bus and a real Kafka broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from shared import topics
+from shared.bus.memory import InMemoryBus
+from shared.bus.port import next_offsets
+from shared.clock import SystemClock
+from shared.events import FlowRejected
+from shared.messaging import DeadLetters, EventPublisher, consume
+from shared.topics import TopicSpec
+from shared.wire import codec
+
+
+@pytest.fixture(params=["memory", "kafka"])
+async def bus(request):
+    if request.param == "memory":
+        yield InMemoryBus()
+        return
+    from shared.bus.kafka import KafkaBus, KafkaSettings
+
+    bootstrap = request.getfixturevalue("kafka_bootstrap")
+    kafka = KafkaBus(KafkaSettings(bootstrap=bootstrap, client_id="contract"))
+    await kafka.start()
+    yield kafka
+    await kafka.stop()
+
+
+async def _topic(bus, partitions: int = 3) -> str:
+    name = f"contract.{uuid.uuid4().hex[:10]}"
+    await bus.ensure_topics([TopicSpec(name, "k", "bytes", (), (), partitions=partitions)])
+    return name
+
+
+async def _drain(consumers, want: int, timeout_s: float = 30.0):
+    got = {id(c): [] for c in consumers}
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while sum(map(len, got.values())) < want and asyncio.get_running_loop().time() < deadline:
+        for c in consumers:
+            got[id(c)].extend(await c.poll(0.2))
+    return [got[id(c)] for c in consumers]
+
+
+async def _until_assigned(consumers, timeout_s: float = 30.0):
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        if all(c.assignment() for c in consumers):
+            return
+        for c in consumers:
+            assert await c.poll(0.1) == []  # nothing has been sent yet
+    raise AssertionError("consumers never got partitions")
+
+
+async def test_same_key_same_partition_in_send_order(bus):
+    topic = await _topic(bus)
+    sent = [(f"key-{i % 3}".encode(), f"v{i}".encode()) for i in range(30)]
+    for key, value in sent:
+        await bus.send(topic, key, value)
+    consumer = bus.consumer([topic], f"g-{uuid.uuid4().hex[:6]}")
+    await consumer.start()
+    [records] = await _drain([consumer], 30)
+    await consumer.stop()
+    assert len(records) == 30
+    for key in {k for k, _ in sent}:
+        mine = [r for r in records if r.key == key]
+        assert len({r.partition for r in mine}) == 1
+        assert [r.value for r in mine] == [v for k, v in sent if k == key]
+
+
+async def test_group_members_share_partitions_without_duplicates(bus):
+    topic = await _topic(bus, partitions=4)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    a, b = bus.consumer([topic], group, client_id="a"), bus.consumer([topic], group, client_id="b")
+    await a.start()
+    await b.start()
+    await _until_assigned([a, b])
+    assert not (a.assignment() & b.assignment())
+    await bus.send_batch([(topic, f"k{i}".encode(), str(i).encode()) for i in range(40)])
+    got_a, got_b = await _drain([a, b], 40)
+    await a.stop()
+    await b.stop()
+    values = sorted(int(r.value) for r in got_a + got_b)
+    assert values == list(range(40))
+    assert got_a and got_b
+
+
+async def test_every_group_sees_every_record(bus):
+    topic = await _topic(bus)
+    await bus.send_batch([(topic, b"k", str(i).encode()) for i in range(10)])
+    seen = []
+    for group in ("one", "two"):
+        c = bus.consumer([topic], f"{group}-{uuid.uuid4().hex[:6]}")
+        await c.start()
+        [records] = await _drain([c], 10)
+        await c.stop()
+        seen.append([r.value for r in records])
+    assert seen[0] == seen[1] == [str(i).encode() for i in range(10)]
+
+
+async def test_restart_resumes_after_last_commit_and_redelivers_the_rest(bus):
+    topic = await _topic(bus, partitions=1)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    await bus.send_batch([(topic, b"k", str(i).encode()) for i in range(6)])
+    first = bus.consumer([topic], group)
+    await first.start()
+    [records] = await _drain([first], 6)
+    await first.commit(next_offsets(records[:3]))   # handled three, crashed before the rest
+    await first.stop()
+    second = bus.consumer([topic], group)
+    await second.start()
+    [again] = await _drain([second], 3)
+    await second.stop()
+    assert [r.value for r in again] == [b"3", b"4", b"5"]
+
+
+async def test_read_all_returns_everything_outside_groups(bus):
+    topic = await _topic(bus)
+    await bus.send_batch([(topic, f"k{i}".encode(), str(i).encode()) for i in range(12)])
+    records = await bus.read_all(topic)
+    assert sorted(int(r.value) for r in records) == list(range(12))
+
+
+async def test_malformed_record_goes_to_dead_letters_and_the_rest_is_handled(bus):
+    topic = await _topic(bus, partitions=1)
+    await bus.ensure_topics([topics.DEAD_LETTERS])
+    clock = SystemClock()
+    publisher = EventPublisher(bus, "contract", clock)
+    good = publisher.wrap("f1", FlowRejected("f1", ()))
+    await bus.send(topic, b"bad", b"\x00not-protobuf\xff")
+    await bus.send(topic, b"f1", codec.encode(good))
+    handled, stop = [], asyncio.Event()
+
+    async def handler(envelope, record):
+        handled.append(envelope)
+        stop.set()
+
+    consumer = bus.consumer([topic], f"g-{uuid.uuid4().hex[:6]}")
+    await consumer.start()
+    await asyncio.wait_for(consume(consumer, handler, dead_letters=DeadLetters(publisher, "contract", clock),
+                                   stop=stop, clock=clock, service="contract"), 30)
+    await consumer.stop()
+    assert [e.event for e in handled] == [good.event]
+    letters = [codec.decode(r.value).event for r in await bus.read_all(topics.DEAD_LETTERS.name)]
+    mine = [d for d in letters if d.source_topic == topic]
+    assert len(mine) == 1
+    assert mine[0].original_value == b"\x00not-protobuf\xff"
+    assert "Envelope" in mine[0].reason
