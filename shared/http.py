@@ -8,8 +8,8 @@ from typing import Callable
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
-from prometheus_client import make_asgi_app
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.errors import FerryError
 
@@ -30,7 +30,10 @@ def build_app(service: str, health: Callable[[], dict], router: APIRouter | None
             body["fields"] = [{"path": e.path, "reason": e.reason} for e in errors]
         return JSONResponse(body, status_code=exc.http_status)
 
-    app.mount("/metrics", make_asgi_app())
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     if router is not None:
         app.include_router(router)
     return app

@@ -12,12 +12,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from shared.bus.port import Record, TopicPartition
+from shared.bus.port import OnAssign, Record, TopicPartition
 from shared.errors import TransientError
 from shared.topics import TopicSpec
 
@@ -113,14 +113,33 @@ class KafkaBus:
         finally:
             await consumer.stop()
 
-    def consumer(self, topics: Sequence[str], group_id: str, *, client_id: str = "") -> "KafkaConsumer":
-        return KafkaConsumer(self._settings, tuple(topics), group_id, client_id or self._settings.client_id)
+    def consumer(self, topics: Sequence[str], group_id: str, *, client_id: str = "",
+                 on_assign: OnAssign | None = None) -> "KafkaConsumer":
+        return KafkaConsumer(self._settings, tuple(topics), group_id, client_id or self._settings.client_id,
+                             on_assign)
+
+
+class _SeekOnAssign(ConsumerRebalanceListener):
+    def __init__(self, on_assign: OnAssign):
+        self._on_assign = on_assign
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        tps = frozenset(TopicPartition(tp.topic, tp.partition) for tp in assigned)
+        for tp, offset in self._on_assign(tps).items():
+            self.consumer.seek(KafkaTopicPartition(tp.topic, tp.partition), offset)
 
 
 class KafkaConsumer:
-    def __init__(self, settings: KafkaSettings, topics: tuple[str, ...], group_id: str, client_id: str):
+    def __init__(self, settings: KafkaSettings, topics: tuple[str, ...], group_id: str, client_id: str,
+                 on_assign: OnAssign | None = None):
+        self._topics = topics
+        self._listener = _SeekOnAssign(on_assign) if on_assign is not None else None
         self._consumer = AIOKafkaConsumer(
-            *topics, bootstrap_servers=settings.bootstrap, group_id=group_id, client_id=client_id,
+            bootstrap_servers=settings.bootstrap, group_id=group_id, client_id=client_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
@@ -130,6 +149,9 @@ class KafkaConsumer:
 
     async def start(self) -> None:
         await self._consumer.start()
+        if self._listener is not None:
+            self._listener.consumer = self._consumer
+        self._consumer.subscribe(list(self._topics), listener=self._listener)
 
     async def stop(self) -> None:
         await self._consumer.stop()

@@ -12,7 +12,7 @@ import time
 import zlib
 from typing import Mapping, Sequence
 
-from shared.bus.port import Record, TopicPartition
+from shared.bus.port import OnAssign, Record, TopicPartition
 from shared.topics import TopicSpec
 
 DEFAULT_PARTITIONS = 3
@@ -81,8 +81,9 @@ class InMemoryBus:
         async with self._arrived:
             self._arrived.notify_all()
 
-    def consumer(self, topics: Sequence[str], group_id: str, *, client_id: str = "") -> "InMemoryConsumer":
-        return InMemoryConsumer(self, tuple(topics), group_id)
+    def consumer(self, topics: Sequence[str], group_id: str, *, client_id: str = "",
+                 on_assign: OnAssign | None = None) -> "InMemoryConsumer":
+        return InMemoryConsumer(self, tuple(topics), group_id, on_assign)
 
     async def read_all(self, topic: str) -> list[Record]:
         return self.records(topic)
@@ -96,8 +97,9 @@ class InMemoryBus:
 
 
 class InMemoryConsumer:
-    def __init__(self, bus: InMemoryBus, topics: tuple[str, ...], group_id: str):
+    def __init__(self, bus: InMemoryBus, topics: tuple[str, ...], group_id: str, on_assign: OnAssign | None = None):
         self._bus = bus
+        self._on_assign = on_assign
         self.topics = topics
         self._group = bus._group(group_id)
         self._assigned: frozenset[TopicPartition] = frozenset()
@@ -106,6 +108,8 @@ class InMemoryConsumer:
     def _assign(self, tps: frozenset[TopicPartition]) -> None:
         self._assigned = tps
         self._position = {tp: self._group.committed.get(tp, 0) for tp in tps}
+        if self._on_assign is not None and tps:
+            self._position.update({tp: off for tp, off in self._on_assign(tps).items() if tp in tps})
 
     async def start(self) -> None:
         self._group.members.append(self)

@@ -12,7 +12,7 @@ against the in-process bus and a real Kafka broker):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from shared.topics import TopicSpec
 
@@ -35,6 +35,12 @@ class Record:
     @property
     def tp(self) -> TopicPartition:
         return TopicPartition(self.topic, self.partition)
+
+
+# Called with the partitions a consumer was just given; returns where to start
+# reading each (absent: the group's committed offset). Lets a service that
+# stores its offsets with its own state resume exactly where that state ends.
+OnAssign = Callable[[frozenset["TopicPartition"]], Mapping["TopicPartition", int]]
 
 
 class Consumer(Protocol):
@@ -63,7 +69,8 @@ class Bus(Protocol):
     async def send_batch(self, items: Sequence[tuple[str, bytes | None, bytes]]) -> None:
         """Like send for each item, in order, waiting once for all acknowledgements."""
 
-    def consumer(self, topics: Sequence[str], group_id: str, *, client_id: str = "") -> Consumer:
+    def consumer(self, topics: Sequence[str], group_id: str, *, client_id: str = "",
+                 on_assign: OnAssign | None = None) -> Consumer:
         """A consumer in `group_id` that starts from committed offsets, else the beginning."""
 
     async def read_all(self, topic: str) -> list[Record]:

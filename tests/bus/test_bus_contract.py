@@ -150,3 +150,22 @@ async def test_malformed_record_goes_to_dead_letters_and_the_rest_is_handled(bus
     assert len(mine) == 1
     assert mine[0].original_value == b"\x00not-protobuf\xff"
     assert "Envelope" in mine[0].reason
+
+
+async def test_on_assign_positions_override_the_group_commit(bus):
+    topic = await _topic(bus, partitions=1)
+    await bus.send_batch([(topic, b"k", str(i).encode()) for i in range(5)])
+    from shared.bus.port import TopicPartition
+
+    asked = []
+
+    def on_assign(tps):
+        asked.append(set(tps))
+        return {TopicPartition(topic, 0): 3}
+
+    consumer = bus.consumer([topic], f"g-{uuid.uuid4().hex[:6]}", on_assign=on_assign)
+    await consumer.start()
+    [records] = await _drain([consumer], 2)
+    await consumer.stop()
+    assert asked and asked[0] == {TopicPartition(topic, 0)}
+    assert [r.value for r in records] == [b"3", b"4"]

@@ -1,0 +1,89 @@
+"""Facts about one algorithm task: JobEvent, Observation, ExecutorProgress.
+
+A fact may arrive before its task's plan (the plan is on another topic); it
+is parked on a placeholder entry and replayed, in arrival order, when the plan
+arrives (planning.py).
+"""
+
+from __future__ import annotations
+
+from services.monitor.core.changes import move_algo, note_algo, settle_task, with_algo
+from services.monitor.core.decide import Verdict, decide
+from services.monitor.core.dedup import duplicate, seen
+from services.monitor.core.draft import Draft
+from services.monitor.core.effects import Anomaly
+from services.monitor.core.state import AlgoTask, Outcome, Task, append_record, evolve
+from services.monitor.core.transitions import Fact, classify
+from shared.events import Envelope, JobEvent
+
+PARKED_LIMIT = 1000  # facts kept per unplanned task; a plan that never comes must not eat memory
+
+
+def on_fact(draft: Draft) -> None:
+    env = draft.env
+    event = env.event
+    task = draft.task(event.task_id)
+    if task is not None and duplicate(draft, task.sequences):
+        return
+    if task is None or not task.planned:
+        _park(draft, task, env)
+        return
+    apply_fact(draft, task, env, seen(task.sequences, env))
+
+
+def _park(draft: Draft, task: Task | None, env: Envelope) -> None:
+    event = env.event
+    if task is None:
+        task = Task(event.task_id, event.flow_id)
+    if len(task.parked) >= PARKED_LIMIT:
+        draft.emit(Anomaly(event.task_id, f"{PARKED_LIMIT} facts wait for a plan; dropping this one",
+                           env.event_id, event.flow_id))
+        parked = task.parked
+    else:
+        parked = task.parked + (env,)
+    draft.put_task(evolve(task, sequences=seen(task.sequences, env), parked=parked))
+
+
+def apply_fact(draft: Draft, task: Task, env: Envelope, sequences=None) -> None:
+    """Apply one fact to a planned task; `sequences`, if given, replace the task's dedup state."""
+    event = env.event
+    index = next((i for i, a in enumerate(task.algos) if a.algo_task_id == event.algo_task_id), None)
+    extra = {} if sequences is None else {"sequences": sequences}
+    if index is None or event.flow_id != task.flow_id:
+        task_anomaly(draft, evolve(task, **extra), f"{env.type_name} names algorithm task {event.algo_task_id!r} "
+                                   f"of flow {event.flow_id!r}, which task {task.task_id} does not have")
+        return
+    algo, fact = task.algos[index], classify(event)
+    decision = decide(algo, fact, event, draft.base.max_attempts)
+    verdict = decision.verdict
+    if verdict is Verdict.KEEP:
+        draft.put_task(with_algo(task, index, _absorb(algo, fact, event, env.timestamp_ms), **extra))
+    elif verdict is Verdict.APPLY:
+        if event.attempt == algo.attempt:  # not a stop confirmed by an older attempt
+            algo = _absorb(algo, fact, event, env.timestamp_ms)
+        algo = move_algo(draft, task, algo, decision.to_status, decision.attempt, decision.reason)
+        settle_task(draft, with_algo(task, index, algo, **extra))
+    elif verdict is Verdict.IGNORE:
+        draft.put_task(with_algo(task, index, note_algo(draft, algo, Outcome.IGNORED, decision.reason), **extra))
+    else:
+        draft.emit(Anomaly(algo.algo_task_id, decision.reason, env.event_id, task.flow_id))
+        draft.put_task(with_algo(task, index, note_algo(draft, algo, Outcome.ANOMALY, decision.reason), **extra))
+
+
+def _absorb(algo: AlgoTask, fact: Fact, event, at_ms: int) -> AlgoTask:
+    """The data a fact of the current attempt carries, whatever it does to the status."""
+    if fact is Fact.PROGRESS:
+        return evolve(
+            algo, job_attempt=event.attempt, round=event.round, total_rounds=event.total_rounds,
+            stage=event.stage, metrics=dict(event.metrics) if event.metrics else algo.metrics,
+            updated_at_ms=at_ms)
+    if fact is Fact.JOB_DISPATCH_FAILED:
+        return evolve(algo, updated_at_ms=at_ms)
+    job_name = event.job_name if type(event) is JobEvent and event.job_name else algo.job_name
+    return evolve(algo, job_attempt=event.attempt, job_name=job_name, updated_at_ms=at_ms)
+
+
+def task_anomaly(draft: Draft, task: Task, reason: str) -> None:
+    record = draft.record(Outcome.ANOMALY, task.status, None, 0, reason)
+    draft.put_task(evolve(task, history=append_record(task.history, record)))
+    draft.emit(Anomaly(task.task_id, reason, draft.env.event_id, task.flow_id))

@@ -1,0 +1,137 @@
+"""Snapshots of single entries, and a state rebuilt from them.
+
+One snapshot per task and per flow (the compacted ferry.task-state topic
+keeps the newest per key). A snapshot carries the entry's dedup sequences, so
+restoring the snapshots committed together with the consumer offsets, then
+replaying from those offsets, neither loses nor re-applies an event. Format:
+UTF-8 JSON, versioned; enums as their wire numbers, facts parked before their
+plan as base64 of the wire codec's envelope bytes. Pure: bytes in, bytes out.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Iterator
+
+from services.monitor.core.pmap import PMap
+from services.monitor.core.state import (DEFAULT_MAX_ATTEMPTS, AlgoTask, Flow, MonitorState, Outcome,
+                                         Record, Task)
+from shared.events import CommandKind, Envelope, Status
+from shared.wire import codec
+
+FORMAT = 1
+
+
+def snapshot_task(state: MonitorState, task_id: str) -> bytes:
+    task = state.tasks[task_id]
+    return _dump({
+        "format": FORMAT, "kind": "task", "task_id": task.task_id, "flow_id": task.flow_id,
+        "status": _num(task.status), "step": task.step, "index": task.index,
+        "algorithm": task.algorithm, "version": task.version, "depends_on": list(task.depends_on),
+        "planned_at_ms": task.planned_at_ms, "updated_at_ms": task.updated_at_ms, "reason": task.reason,
+        "history": [_record(r) for r in task.history], "sequences": _sequences(task.sequences),
+        "parked": [base64.b64encode(codec.encode(e)).decode() for e in task.parked],
+        "algos": [_algo(a) for a in task.algos],
+    })
+
+
+def snapshot_flow(state: MonitorState, flow_id: str) -> bytes:
+    flow = state.flows[flow_id]
+    return _dump({
+        "format": FORMAT, "kind": "flow", "flow_id": flow.flow_id, "status": _num(flow.status),
+        "task_ids": list(flow.task_ids), "hold": _num(flow.hold), "reason": flow.reason,
+        "updated_at_ms": flow.updated_at_ms, "history": [_record(r) for r in flow.history],
+        "sequences": _sequences(flow.sequences),
+    })
+
+
+def snapshot_all(state: MonitorState) -> Iterator[bytes]:
+    for task_id in state.tasks:
+        yield snapshot_task(state, task_id)
+    for flow_id in state.flows:
+        yield snapshot_flow(state, flow_id)
+
+
+def touched(before: MonitorState, after: MonitorState, env: Envelope) -> tuple[list[str], list[str]]:
+    """(task ids, flow ids) whose entries step(before, env) replaced: the snapshots to rewrite.
+    Every change of one step stays inside the event's flow (and its own task)."""
+    event = env.event
+    flow_id = getattr(event, "flow_id", "")
+    flow = after.flows.get(flow_id)
+    candidates = dict.fromkeys((*(flow.task_ids if flow else ()), getattr(event, "task_id", "")))
+    tasks = [t for t in candidates if t and after.tasks.get(t) is not before.tasks.get(t)]
+    flows = [flow_id] if flow is not before.flows.get(flow_id) else []
+    return tasks, flows
+
+
+def restore(snapshots: Iterable[bytes], max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> MonitorState:
+    tasks: dict[str, Task] = {}
+    flows: dict[str, Flow] = {}
+    for blob in snapshots:
+        data = json.loads(blob)
+        if data.get("format") != FORMAT:
+            raise ValueError(f"monitor snapshot format {data.get('format')!r}; expected {FORMAT}")
+        if data["kind"] == "task":
+            task = _task(data)
+            tasks[task.task_id] = task
+        else:
+            flow = _flow(data)
+            flows[flow.flow_id] = flow
+    algo_to_task = ((a.algo_task_id, t.task_id) for t in tasks.values() for a in t.algos)
+    return MonitorState(PMap.from_items(tasks.items()), PMap.from_items(flows.items()),
+                        PMap.from_items(algo_to_task), max_attempts)
+
+
+def _dump(data: dict) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _num(value) -> int | None:
+    return None if value is None else int(value)
+
+
+def _record(r: Record) -> list:
+    return [r.outcome.value, _num(r.from_status), _num(r.to_status), r.attempt, r.cause_event_id,
+            r.cause_type, r.at_ms, r.reason]
+
+
+def _sequences(sequences) -> list:
+    return [[producer, key, seq] for (producer, key), seq in sequences.items()]
+
+
+def _algo(a: AlgoTask) -> dict:
+    return {"algo_task_id": a.algo_task_id, "party": a.party, "role": a.role, "status": int(a.status),
+            "attempt": a.attempt, "job_attempt": a.job_attempt, "job_name": a.job_name, "reason": a.reason,
+            "round": a.round, "total_rounds": a.total_rounds, "stage": a.stage, "metrics": dict(a.metrics),
+            "updated_at_ms": a.updated_at_ms, "history": [_record(r) for r in a.history]}
+
+
+def _status(value) -> Status | None:
+    return None if value is None else Status(value)
+
+
+def _history(rows) -> tuple[Record, ...]:
+    return tuple(Record(Outcome(o), _status(f), _status(t), attempt, event_id, cause_type, at_ms, reason)
+                 for o, f, t, attempt, event_id, cause_type, at_ms, reason in rows)
+
+
+def _seqs(rows) -> dict[tuple[str, str], int]:
+    return {(producer, key): seq for producer, key, seq in rows}
+
+
+def _task(d: dict) -> Task:
+    algos = tuple(AlgoTask(
+        a["algo_task_id"], a["party"], a["role"], Status(a["status"]), a["attempt"], a["job_attempt"],
+        a["job_name"], a["reason"], a["round"], a["total_rounds"], a["stage"], a["metrics"],
+        a["updated_at_ms"], _history(a["history"])) for a in d["algos"])
+    parked = tuple(codec.decode(base64.b64decode(p)) for p in d["parked"])
+    return Task(d["task_id"], d["flow_id"], _status(d["status"]), d["step"], d["index"], d["algorithm"],
+                d["version"], tuple(d["depends_on"]), algos, d["planned_at_ms"], d["updated_at_ms"],
+                d["reason"], _history(d["history"]), _seqs(d["sequences"]), parked)
+
+
+def _flow(d: dict) -> Flow:
+    hold = None if d["hold"] is None else CommandKind(d["hold"])
+    return Flow(d["flow_id"], Status(d["status"]), tuple(d["task_ids"]), hold, d["reason"],
+                d["updated_at_ms"], _history(d["history"]), _seqs(d["sequences"]))
