@@ -19,7 +19,7 @@ def _report(view: dict, elapsed_s: float) -> str:
             metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(algo["metrics"].items()))
             lines.append(f"    {algo['party']:<14} {algo['role']:<10} {algo['status']:<10} attempt {algo['attempt']}"
                          + (f"  {metrics}" if metrics else ""))
-    if view.get("reason"):
+    if view.get("reason") and view["status"] != "SUCCEEDED":
         lines.append(f"  reason: {view['reason']}")
     return "\n".join(lines)
 

@@ -89,7 +89,26 @@ def test_flow_succeeds_across_service_processes_on_real_kafka(services, kafka_bo
     ports, procs = services
     flow = parse_flow_document(NOOP_FLOW, default_flow_id=f"skeleton-{uuid.uuid4().hex[:8]}")
     asyncio.run(_publish(kafka_bootstrap, flow))
-    url = f"http://127.0.0.1:{ports['monitor']}/flows/{flow.flow_id}"
+    _wait_for_flow(ports, procs, flow.flow_id, expected_tasks=2)
+    metrics = httpx.get(f"http://127.0.0.1:{ports['scheduler']}/metrics", timeout=2).text
+    assert 'ferry_algorithm_tasks_dispatched_total{runner="local"}' in metrics
+    # Clean shutdown on SIGTERM: every service exits 0.
+    for proc, _ in procs.values():
+        proc.send_signal(signal.SIGTERM)
+    assert [proc.wait(30) for proc, _ in procs.values()] == [0, 0, 0]
+
+
+def test_the_documented_upstream_producer_gets_a_flow_run(services, kafka_bootstrap):
+    """examples/upstream_producer.py, as the README tells upstream systems to publish."""
+    ports, procs = services
+    flow_id = f"upstream-{uuid.uuid4().hex[:8]}"
+    subprocess.run([sys.executable, str(ROOT / "examples" / "upstream_producer.py"), "--bootstrap",
+                    kafka_bootstrap, "--flow-id", flow_id], cwd=ROOT, check=True, timeout=60)
+    _wait_for_flow(ports, procs, flow_id, expected_tasks=2)
+
+
+def _wait_for_flow(ports, procs, flow_id: str, expected_tasks: int) -> None:
+    url = f"http://127.0.0.1:{ports['monitor']}/flows/{flow_id}"
     deadline, view = time.monotonic() + 90, {}
     while time.monotonic() < deadline:
         response = httpx.get(url, timeout=2)
@@ -100,13 +119,7 @@ def test_flow_succeeds_across_service_processes_on_real_kafka(services, kafka_bo
         time.sleep(0.3)
     logs = {n: log.read_text()[-2000:] for n, (_, log) in procs.items()}
     assert view.get("status") == "SUCCEEDED", (view, logs)
-    assert [t["status"] for t in view["tasks"]] == ["SUCCEEDED", "SUCCEEDED"]
-    metrics = httpx.get(f"http://127.0.0.1:{ports['scheduler']}/metrics", timeout=2).text
-    assert 'ferry_algorithm_tasks_dispatched_total{runner="local"}' in metrics
-    # Clean shutdown on SIGTERM: every service exits 0.
-    for proc, _ in procs.values():
-        proc.send_signal(signal.SIGTERM)
-    assert [proc.wait(30) for proc, _ in procs.values()] == [0, 0, 0]
+    assert [t["status"] for t in view["tasks"]] == ["SUCCEEDED"] * expected_tasks
 
 
 async def test_flow_succeeds_on_the_embedded_platform(tmp_path):
