@@ -30,9 +30,9 @@ def _data_opener(data_dir: Path | None, spec: AlgorithmTaskSpec) -> Callable[[],
         return None
 
     def open_dataset() -> Any:
-        from services.executor.data.dataset import open_party_dataset
+        from services.executor.data.dataset import open_dataset
 
-        return open_party_dataset(data_dir, spec.data_ref)
+        return open_dataset(data_dir, spec.data_ref)
 
     return open_dataset
 
