@@ -29,12 +29,12 @@ def _data_opener(data_dir: Path | None, spec: AlgorithmTaskSpec) -> Callable[[],
     if data_dir is None or not spec.data_ref:
         return None
 
-    def open_dataset() -> Any:
+    def open_party_data() -> Any:
         from services.executor.data.dataset import open_dataset
 
         return open_dataset(data_dir, spec.data_ref)
 
-    return open_dataset
+    return open_party_data
 
 
 async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio.Event, *, bus: Bus,

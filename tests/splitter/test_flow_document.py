@@ -170,3 +170,14 @@ steps:
 """
     assert set(errors_of(text)) == {"flow", "id", "steps[0].parties.worker[1]", "steps[0].params.x",
                                     "steps[1].version", "steps[1].depend_on"}
+
+
+def test_alias_bombs_are_refused_before_anything_walks_them():
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    text = "\n".join(levels) + "\nflow: x\nsteps: []\n"  # 10^10 nodes once expanded
+    assert "aliases expand the document past" in errors_of(text)["$"]
+
+
+def test_a_self_referencing_alias_is_refused():
+    assert "an alias refers to itself" in errors_of("flow: &loop [*loop]\nsteps: []\n")["$"]

@@ -6,7 +6,7 @@ from services.splitter.core.planning import NotPlannable, plan_flow
 from shared.events import Peer
 from tests.splitter.builders import flow, parties, step
 
-TRAIN_PARTIES = parties("client", "h-b", "h-a", data="bc") + parties("aggregator", "coord")
+TRAIN_PARTIES = parties("client", "h-b", "h-a", data="bc") + parties("aggregator", "z-coord")
 
 
 def test_one_task_per_step_one_algorithm_task_per_party(registry):
@@ -16,9 +16,9 @@ def test_one_task_per_step_one_algorithm_task_per_party(registry):
         "flow-1.train", "flow-1", "train", 0, 1234)
     assert task.flow_task_ids == ("flow-1.train",)
     assert [(a.party, a.role, a.data_ref) for a in task.algorithm_tasks] == [
-        ("h-b", "client", "bc"), ("h-a", "client", "bc"), ("coord", "aggregator", "")]
+        ("h-b", "client", "bc"), ("h-a", "client", "bc"), ("z-coord", "aggregator", "")]
     assert [a.algo_task_id for a in task.algorithm_tasks] == [
-        "flow-1.train.h-b.client", "flow-1.train.h-a.client", "flow-1.train.coord.aggregator"]
+        "flow-1.train.h-b.client", "flow-1.train.h-a.client", "flow-1.train.z-coord.aggregator"]
     for algo in task.algorithm_tasks:
         assert (algo.task_id, algo.flow_id, algo.step, algo.algorithm, algo.version, algo.attempt) == (
             "flow-1.train", "flow-1", "train", "ferry.fedavg", "1", 1)
@@ -26,7 +26,7 @@ def test_one_task_per_step_one_algorithm_task_per_party(registry):
 
 def test_peers_are_every_party_and_role_of_the_step_sorted(registry):
     (task,) = plan_flow(flow(step("train", algorithm="ferry.fedavg", parties=TRAIN_PARTIES)), registry, 0)
-    expected = (Peer("coord", "aggregator"), Peer("h-a", "client"), Peer("h-b", "client"))
+    expected = (Peer("h-a", "client"), Peer("h-b", "client"), Peer("z-coord", "aggregator"))
     assert all(algo.peers == expected for algo in task.algorithm_tasks)
 
 

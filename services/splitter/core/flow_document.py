@@ -18,8 +18,8 @@
           aggregator: coordinator
         depends_on: [standardise]         # optional: step names (a single name is fine too)
 
-JSON is read by the same YAML loader, so either works; duplicate keys are an
-error rather than YAML's silent "last one wins". A step party's data_ref is its
+JSON is read by the same YAML loader (see yaml_text), so either works;
+duplicate keys are an error rather than YAML's silent "last one wins". A step party's data_ref is its
 entry's `data`, else `parties.<party>.data`, else empty (validation then
 complains if the role needs data).
 
@@ -32,12 +32,11 @@ of the offending field (``steps[1].parties.client[0]``; ``$`` for the document).
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Mapping
-
-import yaml
+from typing import Any, Mapping
 
 from services.splitter.core.document_values import (Errors, check_keys, json_problems, kind, party_list,
                                                     step_names, string)
+from services.splitter.core.yaml_text import load_yaml
 from shared.errors import ValidationFailed
 from shared.events import FieldError, FlowSubmitted, PartyRole, StepSpec
 
@@ -58,27 +57,11 @@ def parse_flow_document(source: str | bytes | Mapping[str, Any], default_flow_id
 
 
 def load_document(text: str | bytes) -> Mapping[str, Any]:
-    try:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
-        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except UnicodeDecodeError as exc:
-        raise ValidationFailed([FieldError("$", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]) from exc
-    except yaml.MarkedYAMLError as exc:
-        raise ValidationFailed([FieldError("$", _yaml_reason(exc))]) from exc
-    except yaml.YAMLError as exc:
-        raise ValidationFailed([FieldError("$", f"not valid YAML or JSON: {exc}")]) from exc
+    document = load_yaml(text)
     if not isinstance(document, Mapping):
         got = "an empty document" if document is None else f"a {type(document).__name__}"
         raise ValidationFailed([FieldError("$", f"a flow document must be a mapping, got {got}")])
     return document
-
-
-def _yaml_reason(exc: yaml.MarkedYAMLError) -> str:
-    mark = exc.problem_mark or exc.context_mark
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-    return f"not valid YAML or JSON{where}: {what}"
 
 
 def _flow(document: Mapping[str, Any], default_flow_id: str | None, submitted_by: str,
@@ -173,23 +156,3 @@ def _party_defaults(value: Any, errors: Errors) -> dict[str, str]:
                 defaults[party] = string(settings["data"], f"{path}.data", errors)
     return defaults
 
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of keeping the last one silently."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # `<<: *defaults` may be overridden by explicit keys; that is its purpose
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, Hashable):
-            continue  # the base constructor reports unhashable keys
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

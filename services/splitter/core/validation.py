@@ -24,14 +24,21 @@ from shared.events import FieldError, FlowSubmitted, StepSpec
 
 @dataclass(frozen=True)
 class FlowLimits:
-    """Bounds that keep one flow from swamping the platform."""
+    """Bounds that keep one flow from swamping the platform.
+
+    max_steps (200): tasks a flow may plan; each is a TaskPlanned message and monitor state.
+    max_parties_per_step (1000): algorithm tasks per step; each becomes a Job or process.
+    max_encoded_bytes (1,000,000): Kafka's default message.max.bytes is 1 MiB; the rest
+        is room for the envelope around the flow.
+    max_flow_name_length (253): the display name is free text, but not a novel.
+    max_reported_errors (100): a rejection travels on Kafka too, so it must stay small
+        however broken the flow is; the rest are counted in one last error at "$".
+    """
 
     max_steps: int = 200
     max_parties_per_step: int = 1000
-    # Kafka's default message.max.bytes is 1 MiB; leave room for the envelope around the flow
     max_encoded_bytes: int = 1_000_000
     max_flow_name_length: int = 253
-    # a rejection travels on Kafka too, so it must stay small however broken the flow is
     max_reported_errors: int = 100
 
 
