@@ -150,7 +150,8 @@ def test_wrong_types_name_the_field(steps_yaml, path, fragment):
     ("{grid: [{1: a}]}", "steps[0].params.grid[0].1", "keys must be strings"),
 ])
 def test_params_must_be_json(params_yaml, path, fragment):
-    text = f"flow: x\nid: f\nsteps: [{{name: a, algorithm: a, version: '1', parties: {{w: p}}, params: {params_yaml}}}]\n"
+    step = f"{{name: a, algorithm: a, version: '1', parties: {{w: p}}, params: {params_yaml}}}"
+    text = f"flow: x\nid: f\nsteps: [{step}]\n"
     assert fragment in errors_of(text)[path]
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from services.splitter.core.decide import Rejected, decide
 from services.splitter.core.naming import MAX_ID_LENGTH, algo_task_id, task_id
 from services.splitter.core.planning import NotPlannable, plan_flow
+from services.splitter.core.sizes import json_size, planned_task_size
 from services.splitter.core.validation import FlowLimits, validate_flow
 from shared.algorithms import AlgorithmRegistry
 from shared.events import FlowSubmitted
@@ -90,6 +91,7 @@ def test_ids_are_stable_unique_and_kubernetes_safe(f):
     assert len(set(task_ids)) == len(task_ids) and len(set(algo_ids)) == len(algo_ids)
     for identifier in task_ids + algo_ids:
         assert len(identifier) <= MAX_ID_LENGTH and KUBERNETES_ID.match(identifier), identifier
+    assert all(planned_task_size(t) == json_size(t) for t in first)
 
 
 @settings(deadline=None, max_examples=60)

@@ -38,7 +38,7 @@ from services.splitter.core.document_values import (Errors, check_keys, json_pro
                                                     step_names, string)
 from services.splitter.core.yaml_text import load_yaml
 from shared.errors import ValidationFailed
-from shared.events import FieldError, FlowSubmitted, PartyRole, StepSpec
+from shared.events import FieldError, FlowSubmitted, StepSpec
 
 FLOW_KEYS = ("flow", "id", "labels", "parties", "steps")
 STEP_KEYS = ("name", "algorithm", "version", "params", "parties", "depends_on")

@@ -10,14 +10,13 @@ arrows following depends_on: "cycle: a -> b -> a" means a waits for b and b for 
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import json
 from dataclasses import dataclass
 
 from services.splitter.core.graph import find_cycles
 from services.splitter.core.naming import SAFE_NAME_RULE, is_safe_name
 from services.splitter.core.party_rules import party_errors
+from services.splitter.core.sizes import json_size
 from shared.algorithms import AlgorithmRegistry, AlgorithmSpec, validate_params
 from shared.events import FieldError, FlowSubmitted, StepSpec
 
@@ -28,8 +27,13 @@ class FlowLimits:
 
     max_steps (200): tasks a flow may plan; each is a TaskPlanned message and monitor state.
     max_parties_per_step (1000): algorithm tasks per step; each becomes a Job or process.
+        In practice max_planned_task_bytes binds first: every algorithm task lists all
+        peers of its step, so a step's TaskPlanned grows with the square of its parties
+        (by the JSON estimate, fewer than 200 parties with short names fit in 1 MB).
     max_encoded_bytes (1,000,000): Kafka's default message.max.bytes is 1 MiB; the rest
         is room for the envelope around the flow.
+    max_planned_task_bytes (1,000,000): the same Kafka bound for each TaskPlanned, checked
+        by decide after planning (see sizes).
     max_flow_name_length (253): the display name is free text, but not a novel.
     max_reported_errors (100): a rejection travels on Kafka too, so it must stay small
         however broken the flow is; the rest are counted in one last error at "$".
@@ -38,16 +42,17 @@ class FlowLimits:
     max_steps: int = 200
     max_parties_per_step: int = 1000
     max_encoded_bytes: int = 1_000_000
+    max_planned_task_bytes: int = 1_000_000
     max_flow_name_length: int = 253
     max_reported_errors: int = 100
 
 
 def validate_flow(flow: FlowSubmitted, registry: AlgorithmRegistry, known_parties: frozenset[str] | None,
                   limits: FlowLimits, encoded_size: int | None = None) -> list[FieldError]:
-    """Every semantic problem with `flow`; empty when it can be planned.
+    """Every semantic problem with `flow`; when empty, plan_flow can plan it.
 
     known_parties: the parties that exist; None when the caller cannot know (offline validation).
-    encoded_size: the flow's size on the wire; when None its compact JSON encoding is measured instead.
+    encoded_size: the flow's size on the wire; when None, estimated by sizes.json_size.
     """
     errors = _flow_errors(flow, limits, encoded_size)
     errors += _step_name_errors(flow.steps)
@@ -76,14 +81,10 @@ def _flow_errors(flow: FlowSubmitted, limits: FlowLimits, encoded_size: int | No
         errors.append(FieldError("steps", "a flow needs at least one step"))
     elif len(flow.steps) > limits.max_steps:
         errors.append(FieldError("steps", f"has {len(flow.steps)} steps; the limit is {limits.max_steps}"))
-    size = encoded_size if encoded_size is not None else _json_size(flow)
+    size = encoded_size if encoded_size is not None else json_size(flow)
     if size > limits.max_encoded_bytes:
         errors.append(FieldError("$", f"flow is {size} bytes encoded; the limit is {limits.max_encoded_bytes}"))
     return errors
-
-
-def _json_size(flow: FlowSubmitted) -> int:
-    return len(json.dumps(dataclasses.asdict(flow), separators=(",", ":"), default=str).encode())
 
 
 def _step_name_errors(steps: tuple[StepSpec, ...]) -> list[FieldError]:
