@@ -164,7 +164,8 @@ class RoleContext(Protocol):
     task: Any            # shared.events.AlgorithmTaskSpec
     params: Mapping[str, Any]  # validated, defaults filled in
     data: Any            # the party's data object (None for roles with needs_data=False)
-    checkpoints: Any     # save(name, arrays, meta) / load_latest() of this task
+    checkpoints: Any     # save(arrays, meta) / load_latest() of this task, across attempts
+    artifacts: Any       # save(name, arrays, meta) / load(name): this party's results of this flow
     peers: Any           # communicator: send(to, message) / receive(...) to the step's peers
     clock: Any           # shared.clock.Clock
     log: Any             # structlog logger bound to flow, task, party, role, attempt

@@ -215,6 +215,8 @@ class RoundKind(enum.IntEnum):
     FINAL = 3
     ABORT = 4
     SECAGG = 5
+    JOIN = 6
+    EVALUATION = 7
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ class ExecutorContext:
     task: AlgorithmTaskSpec
     params: Mapping[str, Any]
     checkpoints: Any
+    artifacts: Any   # ArtifactStore of this party and flow
     peers: Any
     clock: Clock
     log: Any

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import structlog
 
+from services.executor.artifacts import ArtifactStore
 from services.executor.checkpoints import FileCheckpointStore
 from services.executor.context import ExecutorContext
 from shared.algorithms import AlgorithmRegistry, load_role
@@ -30,7 +31,7 @@ def _data_opener(data_dir: Path | None, spec: AlgorithmTaskSpec) -> Callable[[],
         return None
 
     def open_party_data() -> Any:
-        from services.executor.data.dataset import open_dataset
+        from services.executor.data import open_dataset
 
         return open_dataset(data_dir, spec.data_ref)
 
@@ -54,6 +55,7 @@ async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio
         ctx = ExecutorContext(
             task=spec, params=algorithm.with_defaults(spec.params),
             checkpoints=FileCheckpointStore(dirs["checkpoints"], spec.algo_task_id),
+            artifacts=ArtifactStore(dirs["artifacts"], spec.flow_id),
             peers=None, clock=clock, log=log, publisher=publisher, stop=stop,
             data_opener=_data_opener(dirs.get("data"), spec), bus=bus)
         log.info("executor.started")

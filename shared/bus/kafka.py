@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import murmur2
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from shared.bus.port import OnAssign, Record, TopicPartition
@@ -86,6 +87,11 @@ class KafkaBus:
         acks = [await producer.send(topic, value, key=key) for topic, key, value in items]
         await asyncio.gather(*acks)
 
+    async def tail(self, topic: str, key: bytes) -> "KafkaConsumer":
+        consumer = KafkaConsumer(self._settings, (), None, f"{self._settings.client_id}-tail")
+        await consumer.start_tail(topic, key)
+        return consumer
+
     async def read_all(self, topic: str) -> list[Record]:
         consumer = AIOKafkaConsumer(bootstrap_servers=self._settings.bootstrap, group_id=None,
                                     enable_auto_commit=False, client_id=f"{self._settings.client_id}-scan")
@@ -134,7 +140,7 @@ class _SeekOnAssign(ConsumerRebalanceListener):
 
 
 class KafkaConsumer:
-    def __init__(self, settings: KafkaSettings, topics: tuple[str, ...], group_id: str, client_id: str,
+    def __init__(self, settings: KafkaSettings, topics: tuple[str, ...], group_id: str | None, client_id: str,
                  on_assign: OnAssign | None = None):
         self._topics = topics
         self._listener = _SeekOnAssign(on_assign) if on_assign is not None else None
@@ -152,6 +158,18 @@ class KafkaConsumer:
         if self._listener is not None:
             self._listener.consumer = self._consumer
         self._consumer.subscribe(list(self._topics), listener=self._listener)
+
+    async def start_tail(self, topic: str, key: bytes) -> None:
+        await self._consumer.start()
+        partitions = self._consumer.partitions_for_topic(topic)
+        if not partitions:
+            await self._consumer._client.force_metadata_update()
+            partitions = self._consumer.partitions_for_topic(topic) or {0}
+        # The producer's DefaultPartitioner: murmur2 of the key over all partitions.
+        tp = KafkaTopicPartition(topic, (murmur2(key) & 0x7FFFFFFF) % len(partitions))
+        self._consumer.assign([tp])
+        await self._consumer.seek_to_end(tp)
+        await self._consumer.position(tp)  # resolve "end" now, before anything is sent
 
     async def stop(self) -> None:
         await self._consumer.stop()

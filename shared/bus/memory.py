@@ -66,9 +66,17 @@ class InMemoryBus:
 
     def _append(self, topic: str, key: bytes | None, value: bytes) -> None:
         log = self._logs.get(topic) or self._create(topic, self._default_partitions)
-        partition = (zlib.crc32(key) if key is not None else len(log[0])) % len(log)
+        partition = self.partition_for(topic, key) if key is not None else len(log[0]) % len(log)
         part = log[partition]
         part.append(Record(topic, partition, len(part), key, value, time.time_ns() // 1_000_000))
+
+    def partition_for(self, topic: str, key: bytes) -> int:
+        log = self._logs.get(topic) or self._create(topic, self._default_partitions)
+        return zlib.crc32(key) % len(log)
+
+    async def tail(self, topic: str, key: bytes) -> "_TailConsumer":
+        tp = TopicPartition(topic, self.partition_for(topic, key))
+        return _TailConsumer(self, tp, len(self._logs[topic][tp.partition]))
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         self._append(topic, key, value)
@@ -155,3 +163,42 @@ class InMemoryConsumer:
         for tp, offset in offsets.items():
             if tp in self._assigned:
                 self._group.committed[tp] = offset
+
+
+class _TailConsumer:
+    def __init__(self, bus: InMemoryBus, tp: TopicPartition, position: int):
+        self._bus = bus
+        self._tp = tp
+        self._position = position
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        return frozenset({self._tp})
+
+    def _take(self, max_records: int) -> list[Record]:
+        part = self._bus._logs[self._tp.topic][self._tp.partition]
+        batch = part[self._position:self._position + max_records]
+        self._position += len(batch)
+        return batch
+
+    async def poll(self, timeout_s: float, max_records: int = 500) -> list[Record]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not (records := self._take(max_records)):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            async with self._bus._arrived:
+                try:
+                    await asyncio.wait_for(self._bus._arrived.wait(), remaining)
+                except TimeoutError:
+                    pass
+        return records
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        pass  # no group: nothing to commit to

@@ -73,6 +73,13 @@ class Bus(Protocol):
                  on_assign: OnAssign | None = None) -> Consumer:
         """A consumer in `group_id` that starts from committed offsets, else the beginning."""
 
+    async def tail(self, topic: str, key: bytes) -> Consumer:
+        """A started, group-less consumer of the one partition `key` maps to, positioned at its end.
+
+        For conversations (a training step's round messages): every participant reads
+        what is sent after it started listening, and only the partition of its key.
+        """
+
     async def read_all(self, topic: str) -> list[Record]:
         """Every record the topic holds now, all partitions, outside any consumer group.
 

@@ -185,3 +185,17 @@ def spec_from_text(text: str) -> events.AlgorithmTaskSpec:
     except (binascii.Error, DecodeError) as exc:
         raise MalformedMessage(f"FERRY_TASK_SPEC is not a base64 ferry.v1.AlgorithmTaskSpec: {exc}") from exc
     return from_wire(events.AlgorithmTaskSpec, msg)
+
+
+def round_message_to_bytes(message: events.RoundMessage) -> bytes:
+    """A RoundMessage as bytes, for splitting a large one into chunks."""
+    return to_wire(message).SerializeToString(deterministic=True)
+
+
+def round_message_from_bytes(data: bytes) -> events.RoundMessage:
+    msg = _wire_class(events.RoundMessage)()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as exc:
+        raise MalformedMessage(f"reassembled payload is not a ferry.v1.RoundMessage: {exc}") from exc
+    return from_wire(events.RoundMessage, msg)

@@ -25,8 +25,10 @@ def test_a_late_running_observation_never_reopens_a_succeeded_task():
     assert after.tasks["t1"].status is Status.SUCCEEDED
     assert after.flows["f1"].status is Status.SUCCEEDED
     assert of_type(effects, StateChanged) == []
-    assert [r.outcome for r in algo_of(after).history[-3:]] == [Outcome.IGNORED] * 3
-    assert algo_of(after).round == 0
+    assert [r.outcome for r in algo_of(after).history[-2:]] == [Outcome.IGNORED] * 2
+    # The executor's last report can trail its exit (another topic): its numbers are kept,
+    # the status is not touched.
+    assert algo_of(after).round == 9
 
 
 def test_a_pod_restart_after_failure_does_not_revive_the_task():
@@ -116,11 +118,11 @@ def test_an_unsequenced_envelope_is_always_applied():
 def test_an_illegal_transition_is_recorded_as_an_anomaly_with_its_reason():
     feed = Feed()
     state = _running(feed)
-    envelope = feed(seen(Phase.DELETED))
+    envelope = feed(job(JobAction.DISPATCH_FAILED, retriable=True, reason="suspend failed"))
     after, effects = step(state, envelope)
     assert algo_of(after).status is Status.RUNNING
     [anomaly] = of_type(effects, Anomaly)
-    assert anomaly == Anomaly("a1", "observed deleted is not expected while RUNNING", envelope.event_id, "f1")
+    assert anomaly == Anomaly("a1", "runner action failed is not expected while RUNNING", envelope.event_id, "f1")
     assert algo_of(after).history[-1].outcome is Outcome.ANOMALY
     assert of_type(effects, StateChanged) == []
 

@@ -3,6 +3,7 @@
 Grid cells: a Status name (the new status), "=" (valid fact, status unchanged,
 nothing recorded), "anomaly" (recorded and reported, not applied), "ignored"
 (terminal: recorded as ignored), "rejected" (a command answered with a rejection).
+A terminal task keeps the numbers of its executor's late final report ("=" under PR).
 Failure facts are retriable with attempts left, so FAIL reads as RETRYING.
 """
 
@@ -36,17 +37,17 @@ COLUMNS = {
 
 GRID = """
             JC        JS        JR        JD        JF        OP        OR        OS        OF        OSU       OD        PR        SUS        RES       CAN
-PENDING     SCHEDULED SUSPENDED anomaly   CANCELLED RETRYING  SCHEDULED RUNNING   SUCCEEDED RETRYING  SUSPENDED anomaly   RUNNING   SUSPENDED  rejected  CANCELLED
-SCHEDULED   =         SUSPENDED =         CANCELLED RETRYING  =         RUNNING   SUCCEEDED RETRYING  SUSPENDED anomaly   RUNNING   SUSPENDING rejected  CANCELLING
-RUNNING     =         SUSPENDED =         CANCELLED anomaly   =         =         SUCCEEDED RETRYING  SUSPENDED anomaly   =         SUSPENDING rejected  CANCELLING
-SUSPENDING  =         SUSPENDED anomaly   CANCELLED anomaly   =         =         SUCCEEDED SUSPENDED SUSPENDED SUSPENDED =         rejected   rejected  CANCELLING
-SUSPENDED   =         =         RESUMING  CANCELLED anomaly   =         RUNNING   SUCCEEDED =         =         =         =         rejected   RESUMING  CANCELLING
-RESUMING    SCHEDULED SUSPENDED SCHEDULED CANCELLED RETRYING  =         RUNNING   SUCCEEDED RETRYING  =         =         RUNNING   SUSPENDING rejected  CANCELLING
+PENDING     SCHEDULED SUSPENDED anomaly   CANCELLED RETRYING  SCHEDULED RUNNING   SUCCEEDED RETRYING  SUSPENDED CANCELLED RUNNING   SUSPENDED  rejected  CANCELLED
+SCHEDULED   =         SUSPENDED =         CANCELLED RETRYING  =         RUNNING   SUCCEEDED RETRYING  SUSPENDED CANCELLED RUNNING   SUSPENDING rejected  CANCELLING
+RUNNING     =         SUSPENDED =         CANCELLED anomaly   =         =         SUCCEEDED RETRYING  SUSPENDED CANCELLED =         SUSPENDING rejected  CANCELLING
+SUSPENDING  =         SUSPENDED anomaly   CANCELLED anomaly   =         =         SUCCEEDED SUSPENDED SUSPENDED CANCELLED =         rejected   rejected  CANCELLING
+SUSPENDED   =         =         RESUMING  CANCELLED anomaly   =         RUNNING   SUCCEEDED =         =         CANCELLED =         rejected   RESUMING  CANCELLING
+RESUMING    SCHEDULED SUSPENDED SCHEDULED CANCELLED RETRYING  =         RUNNING   SUCCEEDED RETRYING  =         CANCELLED RUNNING   SUSPENDING rejected  CANCELLING
 CANCELLING  =         =         =         CANCELLED CANCELLED =         =         SUCCEEDED CANCELLED =         CANCELLED =         rejected   rejected  rejected
-RETRYING    SCHEDULED SUSPENDED anomaly   CANCELLED RETRYING  SCHEDULED RUNNING   SUCCEEDED RETRYING  SUSPENDED anomaly   RUNNING   SUSPENDING rejected  CANCELLING
-SUCCEEDED   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   rejected   rejected  rejected
-FAILED      ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   rejected   rejected  rejected
-CANCELLED   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   rejected   rejected  rejected
+RETRYING    SCHEDULED SUSPENDED anomaly   CANCELLED RETRYING  SCHEDULED RUNNING   SUCCEEDED RETRYING  SUSPENDED CANCELLED RUNNING   SUSPENDING rejected  CANCELLING
+SUCCEEDED   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   =         rejected   rejected  rejected
+FAILED      ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   =         rejected   rejected  rejected
+CANCELLED   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   ignored   =         rejected   rejected  rejected
 """
 
 

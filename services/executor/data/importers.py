@@ -203,3 +203,17 @@ def import_partitioned(stores_root: str | Path, parties: Sequence[str], dataset:
         out[party] = put_table(Path(stores_root) / party, dataset, table.take(rows),
                                block_size=block_size, attrs=info)
     return out
+
+
+def with_test_split(table: Table, test_fraction: float, seed: int) -> Table:
+    """The table plus a `split` column (1 = held-out test row), chosen before partitioning,
+    so that every party and a pooled baseline evaluate on the same rows."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise ConfigurationError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    # A stream of its own: partitioning with the same seed must not pick the same rows.
+    order = np.random.default_rng([seed, 0x7E57]).permutation(table.n_rows)
+    split = np.zeros(table.n_rows, np.uint8)
+    split[order[: int(round(test_fraction * table.n_rows))]] = 1
+    columns = {**table.columns, "split": split}
+    return Table(columns, Schema.infer(columns, label=table.schema.label, features=table.schema.features),
+                 {**table.attrs, "test_fraction": test_fraction, "split_seed": seed})

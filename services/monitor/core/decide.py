@@ -34,6 +34,7 @@ class Decision:
 
 
 KEEP = Decision(Verdict.KEEP)
+TERMINAL = frozenset(s for s in Status if s.terminal)
 COMMANDS = frozenset(COMMAND_FACTS.values())
 _STOP_CONFIRMATIONS = {
     Status.SUSPENDING: (frozenset({Fact.JOB_SUSPENDED, Fact.SEEN_SUSPENDED}), Status.SUSPENDED),
@@ -46,7 +47,11 @@ def decide(algo: AlgoTask, fact: Fact, event, max_attempts: int) -> Decision:
     if fact in COMMANDS:
         return _decide_command(algo, fact)
     status = algo.status
-    if status.terminal:
+    if status in TERMINAL:
+        if fact is Fact.PROGRESS and event.attempt == algo.attempt:
+            # An executor's final report may arrive after its exit was observed (other
+            # topic): its metrics are facts worth keeping; the status stays terminal.
+            return KEEP
         return Decision(Verdict.IGNORE, reason=f"{fact.value} after the terminal {status.name}")
     if event.attempt != algo.attempt:
         return _other_attempt(algo, fact, event.attempt)
@@ -92,7 +97,7 @@ def _fail(algo: AlgoTask, fact: Fact, event, max_attempts: int) -> Decision:
 
 def _decide_command(algo: AlgoTask, fact: Fact) -> Decision:
     status = algo.status
-    outcome = Rule.REJECT if status.terminal else TABLE[status][fact]
+    outcome = Rule.REJECT if status in TERMINAL else TABLE[status][fact]
     if outcome is Rule.REJECT:
         return Decision(Verdict.REJECT, reason=why_not(fact, status))
     if type(outcome) is ByDispatch:

@@ -16,12 +16,16 @@ class RoundKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROUND_KIND_FINAL: _ClassVar[RoundKind]
     ROUND_KIND_ABORT: _ClassVar[RoundKind]
     ROUND_KIND_SECAGG: _ClassVar[RoundKind]
+    ROUND_KIND_JOIN: _ClassVar[RoundKind]
+    ROUND_KIND_EVALUATION: _ClassVar[RoundKind]
 ROUND_KIND_UNSPECIFIED: RoundKind
 ROUND_KIND_ANNOUNCE: RoundKind
 ROUND_KIND_UPDATE: RoundKind
 ROUND_KIND_FINAL: RoundKind
 ROUND_KIND_ABORT: RoundKind
 ROUND_KIND_SECAGG: RoundKind
+ROUND_KIND_JOIN: RoundKind
+ROUND_KIND_EVALUATION: RoundKind
 
 class Tensor(_message.Message):
     __slots__ = ("name", "dtype", "shape", "data")

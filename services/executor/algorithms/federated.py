@@ -1,0 +1,234 @@
+"""ferry.fedavg: federated training between clients and one aggregator, over round messages.
+
+Aggregator: waits for clients to join, then for each round announces the
+global model to a sample of clients, closes the round (all answered, or the
+deadline with at least min_clients), aggregates with the chosen strategy and
+checkpoints model + server state + round. After the last round it sends the
+final model, collects each client's metrics on its held-out rows and reports
+the weighted result. A resumed or retried aggregator continues after the
+last checkpointed round; clients need no state between rounds (local
+training is a deterministic function of global model, seed and round), so a
+resumed flow ends with the same model as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from services.executor.algorithms.party_data import load_party_arrays
+from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_outcome, sample_clients, weighted_mean
+from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
+from services.executor.ml.strategies import make_strategy, state_from_arrays, state_to_arrays
+from services.executor.ml.training import TrainConfig, evaluate, train_local
+from services.executor.transport import RoundChannel, from_tensors
+from shared.algorithms import RoleResult
+from shared.errors import FerryError
+from shared.events import RoundKind
+from shared.metrics import ROUND_SECONDS
+
+REJOIN_AFTER_S = 5.0
+
+
+class TrainingFailed(FerryError):
+    """Too few clients, or clients that disagree on the data's shape."""
+
+    exit_code = 4
+
+
+def _clients(ctx) -> list[str]:
+    return sorted(p.party for p in ctx.task.peers if p.role == "client")
+
+
+def _aggregator(ctx) -> str:
+    return next(p.party for p in ctx.task.peers if p.role == "aggregator")
+
+
+def _prefixed(prefix: str, arrays) -> dict[str, np.ndarray]:
+    return {f"{prefix}{k}": v for k, v in arrays.items()}
+
+
+def _unprefixed(prefix: str, arrays) -> dict[str, np.ndarray]:
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+class TrainingAggregator:
+    async def run(self, ctx) -> RoleResult:
+        channel = await RoundChannel(ctx.bus, ctx.task, ctx.publisher).open()
+        try:
+            return await _Aggregation(ctx, channel).run()
+        finally:
+            await channel.close()
+
+
+class _Aggregation:
+    def __init__(self, ctx, channel: RoundChannel):
+        self.ctx, self.channel, self.p = ctx, channel, ctx.params
+        self.clients = _clients(ctx)
+        self.joined: dict[str, dict] = {}
+        self.strategy = make_strategy(self.p["strategy"], self.p)
+
+    async def run(self) -> RoleResult:
+        ctx, p = self.ctx, self.p
+        await self._await_joins()
+        shape = self._data_shape()
+        checkpoint = ctx.checkpoints.load_latest()
+        if checkpoint is not None:
+            global_w = _unprefixed("model/", checkpoint.arrays)
+            state = state_from_arrays(_unprefixed("server/", checkpoint.arrays), checkpoint.meta["server"])
+            first = int(checkpoint.meta["round"]) + 1
+            ctx.log.info("aggregator.resumed", after_round=first - 1)
+        else:
+            spec = ModelSpec.from_params(p, shape["n_features"], shape["n_classes"])
+            global_w = get_weights(build_model(spec, int(p["seed"])))
+            state, first = self.strategy.init_state(global_w), 1
+        for r in range(first, int(p["rounds"]) + 1):
+            started = ctx.clock.monotonic()
+            updates, losses = await self._round(r, global_w, shape)
+            state, global_w = self.strategy.aggregate(state, global_w, updates)
+            server_arrays, server_meta = state_to_arrays(state)
+            ctx.checkpoints.save({**_prefixed("model/", global_w), **_prefixed("server/", server_arrays)},
+                                 {"round": r, "server": server_meta})
+            ROUND_SECONDS.labels("aggregator").observe(ctx.clock.monotonic() - started)
+            await ctx.report(round=r, total_rounds=int(p["rounds"]), stage="training",
+                             metrics={"train_loss": weighted_mean(losses), "clients": float(len(updates))})
+            ctx.check_stop()
+        return await self._finish(global_w, shape)
+
+    async def _await_joins(self) -> None:
+        # Clients that joined before this aggregator listened answer this hello by joining again.
+        await self.channel.send(self.channel.message(RoundKind.JOIN, 0))
+        deadline = self.ctx.clock.monotonic() + float(self.p["round_timeout_s"])
+        while len(self.joined) < len(self.clients):
+            if self.ctx.clock.monotonic() >= deadline and len(self.joined) >= int(self.p["min_clients"]):
+                break
+            if self.ctx.clock.monotonic() >= deadline:
+                raise TrainingFailed(f"only {sorted(self.joined)} of clients {self.clients} joined within "
+                                     f"round_timeout_s={self.p['round_timeout_s']}; min_clients={self.p['min_clients']}")
+            message = await self.channel.receive(0.5)
+            self.ctx.check_stop()
+            if message is not None and message.kind == RoundKind.JOIN and message.sender in self.clients:
+                self.joined[message.sender] = dict(message.metrics)
+
+    def _data_shape(self) -> dict[str, int]:
+        features = {int(m["n_features"]) for m in self.joined.values()}
+        if len(features) != 1:
+            raise TrainingFailed(f"clients disagree on the number of features: "
+                                 f"{ {c: int(m['n_features']) for c, m in self.joined.items()} }")
+        return {"n_features": features.pop(),
+                "n_classes": max(int(m["n_classes"]) for m in self.joined.values())}
+
+    async def _round(self, r: int, global_w, shape) -> tuple[list, list]:
+        ctx, p = self.ctx, self.p
+        sampled = sample_clients(list(self.joined), float(p["fraction_fit"]), int(p["min_clients"]), int(p["seed"]), r)
+        announce = self.channel.message(RoundKind.ANNOUNCE, r, arrays=global_w, metrics=shape,
+                                        body=json.dumps(sampled).encode())
+        await self.channel.send(announce)
+        plan = RoundPlan(r, sampled, ctx.clock.monotonic() + float(p["round_timeout_s"]))
+        answers: dict[str, tuple] = {}
+        while (outcome := round_outcome(plan, answers, ctx.clock.monotonic(), int(p["min_clients"]))) is RoundOutcome.WAIT:
+            message = await self.channel.receive(min(0.5, max(0.01, plan.deadline - ctx.clock.monotonic())))
+            ctx.check_stop()
+            if message is None:
+                continue
+            if message.kind == RoundKind.JOIN and message.sender in self.clients:
+                self.joined[message.sender] = dict(message.metrics)
+                if message.sender in sampled and message.sender not in answers:  # it restarted: ask again
+                    await self.channel.send(self.channel.message(RoundKind.ANNOUNCE, r, recipient=message.sender,
+                                                                 arrays=global_w, metrics=shape,
+                                                                 body=announce.body))
+            elif message.kind == RoundKind.UPDATE and message.round == r and message.sender in sampled:
+                answers.setdefault(message.sender, (from_tensors(message.tensors), message.num_examples,
+                                                    float(message.metrics.get("loss", float("nan")))))
+        if outcome is RoundOutcome.FAIL:
+            raise TrainingFailed(f"round {r}: {len(answers)} of {len(sampled)} sampled clients answered within "
+                                 f"round_timeout_s={p['round_timeout_s']}; min_clients={p['min_clients']}")
+        ordered = [answers[c] for c in sorted(answers)]  # fixed order: aggregation is bit-reproducible
+        return [(w, n) for w, n, _ in ordered], [(loss, n) for _, n, loss in ordered]
+
+    async def _finish(self, global_w, shape) -> RoleResult:
+        ctx, p = self.ctx, self.p
+        ctx.artifacts.save(f"model-{ctx.task.step}", global_w, {**shape, **{k: p[k] for k in ("model", "hidden")}})
+        await self.channel.send(self.channel.message(RoundKind.FINAL, int(p["rounds"]), arrays=global_w, metrics=shape))
+        results: dict[str, dict] = {}
+        deadline = ctx.clock.monotonic() + float(p["round_timeout_s"])
+        while set(results) < set(self.joined) and ctx.clock.monotonic() < deadline:
+            message = await self.channel.receive(0.5)
+            if message is not None and message.kind == RoundKind.EVALUATION:
+                results[message.sender] = dict(message.metrics)
+            elif message is not None and message.kind == RoundKind.JOIN:  # restarted after FINAL
+                await self.channel.send(self.channel.message(RoundKind.FINAL, int(p["rounds"]), recipient=message.sender,
+                                                             arrays=global_w, metrics=shape))
+        pairs = [(m["accuracy"], int(m["n"])) for m in results.values()]
+        losses = [(m["loss"], int(m["n"])) for m in results.values()]
+        metrics = {"rounds": float(p["rounds"]), "clients": float(len(self.joined)),
+                   "test_accuracy": weighted_mean(pairs), "test_loss": weighted_mean(losses),
+                   "test_n": float(sum(n for _, n in pairs))}
+        return RoleResult(metrics=metrics, outputs={"model": f"model-{ctx.task.step}"})
+
+
+class TrainingClient:
+    async def run(self, ctx) -> RoleResult:
+        data = load_party_arrays(ctx)
+        channel = await RoundChannel(ctx.bus, ctx.task, ctx.publisher).open()
+        try:
+            return await self._serve(ctx, channel, data)
+        finally:
+            await channel.close()
+
+    async def _serve(self, ctx, channel: RoundChannel, data) -> RoleResult:
+        p, me, aggregator = ctx.params, ctx.task.party, _aggregator(ctx)
+        join = channel.message(RoundKind.JOIN, 0, recipient=aggregator, metrics={"n_features": data.n_features, "n_classes": data.n_classes,
+                                                            "num_examples": len(data.y_train)})
+        await channel.send(join)
+        seed = int(p["seed"]) * 1009 + _clients(ctx).index(me)
+        config = TrainConfig.from_params(p)
+        last_heard = ctx.clock.monotonic()
+        while True:
+            message = await channel.receive(0.5)
+            ctx.check_stop()
+            if message is None:
+                if ctx.clock.monotonic() - last_heard > REJOIN_AFTER_S:  # the aggregator may have restarted
+                    await channel.send(join)
+                    last_heard = ctx.clock.monotonic()
+                continue
+            if message.sender != aggregator:
+                continue  # clients only take instructions from their step's aggregator
+            last_heard = ctx.clock.monotonic()
+            if message.kind == RoundKind.JOIN:  # the aggregator (re)started and says hello
+                await channel.send(join)
+            elif message.kind == RoundKind.ANNOUNCE and me in json.loads(message.body):
+                started = ctx.clock.monotonic()
+                model = build_model(ModelSpec.from_params(p, int(message.metrics["n_features"]),
+                                                          int(message.metrics["n_classes"])), int(p["seed"]))
+                global_w = from_tensors(message.tensors)
+                set_weights(model, global_w)
+                result = train_local(model, data.x_train, data.y_train, config,
+                                     epoch_offset=(message.round - 1) * config.local_epochs, seed=seed,
+                                     global_weights=global_w)
+                await channel.send(channel.message(RoundKind.UPDATE, message.round, recipient=message.sender,
+                                                   arrays=result.weights, num_examples=result.num_examples,
+                                                   metrics={"loss": result.loss}))
+                ROUND_SECONDS.labels("client").observe(ctx.clock.monotonic() - started)
+                ctx.checkpoints.save(result.weights, {"round": message.round})
+                await ctx.report(round=message.round, total_rounds=int(p["rounds"]), stage="training",
+                                 metrics={"train_loss": result.loss, "train_s": result.elapsed_s})
+            elif message.kind == RoundKind.FINAL:
+                return await self._final(ctx, channel, data, message)
+            elif message.kind == RoundKind.ABORT:
+                raise TrainingFailed(f"the aggregator aborted the step: {message.body.decode(errors='replace')}")
+
+    async def _final(self, ctx, channel: RoundChannel, data, message) -> RoleResult:
+        p = ctx.params
+        shape = {k: int(message.metrics[k]) for k in ("n_features", "n_classes")}
+        model = build_model(ModelSpec.from_params(p, shape["n_features"], shape["n_classes"]), int(p["seed"]))
+        final_w = from_tensors(message.tensors)
+        set_weights(model, final_w)
+        ctx.artifacts.save(f"model-{ctx.task.step}", final_w, {**shape, "model": p["model"], "hidden": p["hidden"]})
+        scores = evaluate(model, data.x_test, data.y_test)
+        metrics = {"accuracy": float(scores["accuracy"]), "loss": float(scores["loss"]), "n": float(scores["n"])}
+        await channel.send(channel.message(RoundKind.EVALUATION, message.round, recipient=message.sender,
+                                           metrics=metrics))
+        return RoleResult(metrics={"test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],
+                                   "test_n": metrics["n"]})

@@ -1,0 +1,1 @@
+"""The round protocol between a training step's aggregator and clients."""
