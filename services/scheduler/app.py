@@ -75,6 +75,9 @@ class SchedulerService:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._bus.ensure_topics(topics.CATALOGUE)
+        start = getattr(self.runner, "start", None)
+        if start is not None:  # the Kubernetes runner's watcher: see Jobs left by an earlier run at once
+            await start()
         consumer = self._bus.consumer([topics.TASKS_PLANNED.name, topics.TASK_EVENTS.name, topics.COMMANDS.name],
                                       group_id="ferry-scheduler", client_id="scheduler")
         await consumer.start()
@@ -93,8 +96,7 @@ def build(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
     from services.scheduler.adapters.launchers import LocalProcessLauncher
 
     if settings.scheduler.runner == "kubernetes":
-        raise SystemExit("the kubernetes runner is configured with FERRY_SCHEDULER__RUNNER=kubernetes "
-                         "and arrives with the scheduler issue")
+        return _kubernetes(settings, bus, clock)
     base_env = {k: v for k, v in os.environ.items() if k.startswith("FERRY_") and k != "FERRY_TASK_SPEC"}
     base_env["FERRY_KAFKA__BOOTSTRAP"] = settings.kafka.bootstrap
     base_env["FERRY_BUS__KIND"] = "kafka"
@@ -102,6 +104,23 @@ def build(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
     launcher = LocalProcessLauncher(Path(settings.scheduler.work_dir), base_env)
     return SchedulerService(bus, clock, lambda observe: SupervisedRunner(launcher, observe, clock),
                             settings.retry.policy())
+
+
+def _kubernetes(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
+    from services.scheduler.adapters.kubernetes import JobSettings, KubeApi, KubernetesRunner
+    from services.scheduler.adapters.node_registry import load_node_registry
+
+    if settings.scheduler.node_registry is None:
+        raise SystemExit("FERRY_SCHEDULER__NODE_REGISTRY must name the node registry (docs/node-registry.md)")
+    registry = load_node_registry(settings.scheduler.node_registry, default_namespace=settings.scheduler.namespace)
+    # Executors get the bus and logging settings only: the scheduler's own HTTP and runner
+    # settings must not leak into pods.
+    env = {k: v for k, v in os.environ.items() if k.startswith(("FERRY_KAFKA__", "FERRY_LOG__", "FERRY_RETRY__"))}
+    env |= {"FERRY_KAFKA__BOOTSTRAP": settings.kafka.bootstrap, "FERRY_BUS__KIND": "kafka"}
+    job_settings = JobSettings(env=tuple(sorted(env.items())))
+    return SchedulerService(bus, clock, lambda observe: KubernetesRunner(
+        KubeApi(), registry, settings.scheduler.executor_image, observe=observe, clock=clock,
+        settings=job_settings), settings.retry.policy())
 
 
 def main() -> int:

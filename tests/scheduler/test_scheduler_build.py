@@ -1,0 +1,31 @@
+"""The scheduler's entry point picks the runner the settings name, with clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.scheduler.app import build
+from shared.bus.memory import InMemoryBus
+from shared.clock import ManualClock
+from shared.settings import FerrySettings
+
+
+def test_kubernetes_runner_needs_a_node_registry(monkeypatch):
+    monkeypatch.setenv("FERRY_SCHEDULER__RUNNER", "kubernetes")
+    with pytest.raises(SystemExit, match="FERRY_SCHEDULER__NODE_REGISTRY"):
+        build(FerrySettings(), InMemoryBus(), ManualClock())
+
+
+def test_kubernetes_runner_is_built_from_the_registry(monkeypatch, tmp_path):
+    registry = tmp_path / "nodes.yaml"
+    registry.write_text("parties:\n  hospital-a:\n    node_selector: {ferry.io/party: hospital-a}\n"
+                        "    data_volume: {hostPath: {path: /data/a}}\n")
+    monkeypatch.setenv("FERRY_SCHEDULER__RUNNER", "kubernetes")
+    monkeypatch.setenv("FERRY_SCHEDULER__NODE_REGISTRY", str(registry))
+    service = build(FerrySettings(), InMemoryBus(), ManualClock())
+    assert service.runner.name == "kubernetes"
+
+
+def test_local_runner_by_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("FERRY_SCHEDULER__WORK_DIR", str(tmp_path))
+    assert build(FerrySettings(), InMemoryBus(), ManualClock()).runner.name == "local"
