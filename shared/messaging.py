@@ -1,8 +1,12 @@
 """Events on the bus: numbered publishing and a consume loop that never stalls.
 
-EventPublisher wraps events in Envelopes with per-key sequence numbers. The
-producer identity includes an incarnation id, so a restarted service starts a
-fresh sequence instead of being mistaken for a replay of its old self.
+EventPublisher wraps events in Envelopes with per-key sequence numbers. Kafka
+keeps order only within one partition, so a sequence runs per (topic, key) and
+the producer identity names the topic: a scheduler's JobEvents and
+Observations for one task are two independent streams, and a consumer reading
+the two topics at different speeds must not take one for a replay of the
+other. The identity also includes an incarnation id, so a restarted service
+starts fresh sequences instead of being mistaken for a replay of its old self.
 
 consume() hands each decoded envelope to a handler and commits after it
 returns. Undecodable bytes and events the handler rejects as invalid go to the
@@ -35,22 +39,23 @@ class EventPublisher:
         self._clock = clock
         self.producer = f"{service}/{incarnation or uuid.uuid4().hex[:12]}"
         self._service = service
-        self._sequences: dict[str, int] = {}
+        self._sequences: dict[tuple[str, str], int] = {}
 
-    def wrap(self, key: str, event: events.Event, event_id: str | None = None) -> events.Envelope:
-        seq = self._sequences.get(key, 0) + 1
-        self._sequences[key] = seq
+    def wrap(self, topic: str, key: str, event: events.Event, event_id: str | None = None) -> events.Envelope:
+        seq = self._sequences.get((topic, key), 0) + 1
+        self._sequences[(topic, key)] = seq
         return events.Envelope(event=event, event_id=event_id or uuid.uuid4().hex, key=key,
-                               sequence=seq, producer=self.producer, timestamp_ms=self._clock.now_ms())
+                               sequence=seq, producer=f"{self.producer}@{topic}",
+                               timestamp_ms=self._clock.now_ms())
 
     async def publish(self, topic: str, key: str, event: events.Event, event_id: str | None = None) -> events.Envelope:
-        envelope = self.wrap(key, event, event_id)
+        envelope = self.wrap(topic, key, event, event_id)
         await self._bus.send(topic, key.encode(), codec.encode(envelope))
         PUBLISHED.labels(self._service, topic).inc()
         return envelope
 
     async def publish_many(self, items: Sequence[tuple[str, str, events.Event]]) -> list[events.Envelope]:
-        envelopes = [self.wrap(key, event) for _, key, event in items]
+        envelopes = [self.wrap(topic, key, event) for topic, key, event in items]
         await self._bus.send_batch([(topic, key.encode(), codec.encode(env))
                                     for (topic, key, _), env in zip(items, envelopes)])
         for topic, _, _ in items:

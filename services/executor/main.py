@@ -21,7 +21,7 @@ from services.executor.context import ExecutorContext
 from shared.algorithms import AlgorithmRegistry, load_role
 from shared.bus.port import Bus
 from shared.clock import Clock, SystemClock
-from shared.errors import ConfigurationError, FerryError, Suspended
+from shared.errors import ConfigurationError, DataError, FerryError, Suspended
 from shared.events import AlgorithmTaskSpec
 from shared.messaging import EventPublisher
 
@@ -33,7 +33,11 @@ def _data_opener(data_dir: Path | None, spec: AlgorithmTaskSpec) -> Callable[[],
     def open_party_data() -> Any:
         from services.executor.data import open_dataset
 
-        return open_dataset(data_dir, spec.data_ref)
+        try:
+            return open_dataset(data_dir, spec.data_ref)
+        except DataError as exc:  # say whose data, for which role: the store path alone does not
+            raise DataError(f"party {spec.party} has no readable dataset {spec.data_ref!r} for role "
+                            f"{spec.role}: {exc}") from exc
 
     return open_party_data
 

@@ -1,0 +1,1 @@
+"""The monitor: folds plans, job events, observations, progress and commands into task state."""

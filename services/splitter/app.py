@@ -80,7 +80,8 @@ class SplitterService:
         self.decided.add(flow.flow_id)
 
     async def _publish_plan(self, outcome: Accepted) -> None:
-        envelopes = [self.publisher.wrap(t.task_id, t, planned_event_id(t.flow_id, t.task_id))
+        envelopes = [self.publisher.wrap(topics.TASKS_PLANNED.name, t.task_id, t,
+                                         planned_event_id(t.flow_id, t.task_id))
                      for t in outcome.tasks]
         await self._bus.send_batch([(topics.TASKS_PLANNED.name, e.key.encode(), codec.encode(e))
                                     for e in envelopes])

@@ -130,7 +130,7 @@ async def test_malformed_record_goes_to_dead_letters_and_the_rest_is_handled(bus
     await bus.ensure_topics([topics.DEAD_LETTERS])
     clock = SystemClock()
     publisher = EventPublisher(bus, "contract", clock)
-    good = publisher.wrap("f1", FlowRejected("f1", ()))
+    good = publisher.wrap(topic, "f1", FlowRejected("f1", ()))
     await bus.send(topic, b"bad", b"\x00not-protobuf\xff")
     await bus.send(topic, b"f1", codec.encode(good))
     handled, stop = [], asyncio.Event()
@@ -169,3 +169,21 @@ async def test_on_assign_positions_override_the_group_commit(bus):
     await consumer.stop()
     assert asked and asked[0] == {TopicPartition(topic, 0)}
     assert [r.value for r in records] == [b"3", b"4"]
+
+
+async def test_tail_sees_only_what_is_sent_after_it_for_its_key(bus):
+    topic = await _topic(bus, partitions=3)
+    await bus.send(topic, b"task-1", b"before")
+    tail = await bus.tail(topic, b"task-1")
+    await bus.send_batch([(topic, b"task-1", b"after-1"), (topic, b"task-1", b"after-2")])
+    [records] = await _drain([tail], 2, timeout_s=15)
+    await tail.stop()
+    assert [r.value for r in records if r.key == b"task-1"] == [b"after-1", b"after-2"]
+
+
+def test_sequences_run_per_topic_so_streams_read_at_different_speeds_never_look_replayed():
+    publisher = EventPublisher(InMemoryBus(), "scheduler", SystemClock())
+    jobs = [publisher.wrap("ferry.jobs", "t1", FlowRejected("f", ())) for _ in range(2)]
+    seen = [publisher.wrap("ferry.observations", "t1", FlowRejected("f", ())) for _ in range(2)]
+    assert [e.sequence for e in jobs] == [e.sequence for e in seen] == [1, 2]
+    assert jobs[0].producer != seen[0].producer

@@ -7,8 +7,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.monitor.core import Anomaly, MonitorState, fold
-from shared.events import Status
+from services.monitor.core import Anomaly, DuplicateDropped, MonitorState, fold
+from shared.events import FlowRejected, Status, TaskPlanned
 
 from tests.monitor.scenarios import deliver, generate, outcome
 
@@ -17,18 +17,33 @@ def _fold(envelopes):
     return fold(MonitorState(), envelopes)
 
 
+def _facts_before_plan(envelopes) -> bool:
+    planned = set()
+    for env in envelopes:
+        if isinstance(env.event, TaskPlanned):
+            planned.add(env.event.task_id)
+        elif env.key not in planned and not isinstance(env.event, FlowRejected):
+            return True
+    return False
+
+
 def test_interleavings_and_redeliveries_converge_over_many_seeds():
-    finished = 0
+    finished = early = 0
     for seed in range(150):
         rng = random.Random(seed)
         scenario = generate(rng, flows=3)
         expected, effects = _fold(scenario.canonical())
         assert not [e for e in effects if isinstance(e, Anomaly)], seed
         for _ in range(4):
-            state, _ = _fold(deliver(rng, scenario))
+            delivery = deliver(rng, scenario)
+            early += _facts_before_plan(delivery)
+            state, effects = _fold(delivery)
             assert outcome(state) == outcome(expected), seed
+            assert any(isinstance(e, DuplicateDropped) for e in effects) or len(delivery) == len(
+                scenario.canonical())
         finished += all(f.status.terminal for f in expected.flows.values())
     assert finished == 150  # every generated flow runs to its end
+    assert early > 100  # parking before the plan is exercised, not just possible
 
 
 @settings(max_examples=60, deadline=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.monitor.core.state import UNAPPLIED_HISTORY_LIMIT
 from services.monitor.core import (Anomaly, CommandRejected, DuplicateDropped, MonitorState, Outcome,
                                    check_command, step)
 from shared.events import CommandKind, Envelope, JobAction, Phase, StateChanged, Status
@@ -181,3 +182,15 @@ def test_progress_updates_data_of_the_current_attempt_but_not_the_status():
     assert (algo.status, algo.round, algo.total_rounds, algo.stage, dict(algo.metrics)) == (
         Status.RUNNING, 4, 10, "training", {"loss": 0.25})
     assert list(effects) == []
+
+
+def test_history_keeps_every_transition_but_only_the_newest_ignored_facts():
+    feed = Feed()
+    state, _ = run(feed, [seen(Phase.SUCCEEDED)], _running(feed))
+    applied = [r for r in algo_of(state).history if r.outcome is Outcome.APPLIED]
+    state, _ = run(feed, [seen(Phase.RUNNING) for _ in range(UNAPPLIED_HISTORY_LIMIT + 10)], state)
+    history = algo_of(state).history
+    assert [r for r in history if r.outcome is Outcome.APPLIED] == applied
+    ignored = [r for r in history if r.outcome is Outcome.IGNORED]
+    assert len(ignored) == UNAPPLIED_HISTORY_LIMIT
+    assert ignored[-1].cause_event_id == f"ev-{feed.count}"

@@ -9,6 +9,12 @@ the weighted result. A resumed or retried aggregator continues after the
 last checkpointed round; clients need no state between rounds (local
 training is a deterministic function of global model, seed and round), so a
 resumed flow ends with the same model as an uninterrupted one.
+
+With params["secure_aggregation"], each round runs the stages of
+services/executor/secagg instead of plain UPDATE messages: the aggregator
+receives only masked, quantized, example-weighted deltas and learns their sum,
+which it hands to the strategy's server_step. Only the averaging strategies
+can do that; the robust ones need each client's model and are refused.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_o
 from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
 from services.executor.ml.strategies import make_strategy, state_from_arrays, state_to_arrays
 from services.executor.ml.training import TrainConfig, evaluate, train_local
+from services.executor.secagg import KeyRing, TooFewClients
+from services.executor.secagg.shell import ClientSession, server_round
 from services.executor.transport import RoundChannel, from_tensors
 from shared.algorithms import RoleResult
-from shared.errors import FerryError
+from shared.errors import ConfigurationError, FerryError
 from shared.events import RoundKind
 from shared.metrics import ROUND_SECONDS
 
@@ -68,6 +76,12 @@ class _Aggregation:
         self.clients = _clients(ctx)
         self.joined: dict[str, dict] = {}
         self.strategy = make_strategy(self.p["strategy"], self.p)
+        self.secure = bool(self.p.get("secure_aggregation", False))
+        if self.secure and not self.strategy.supports_secure_aggregation:
+            raise ConfigurationError(f"strategy {self.p['strategy']!r} cannot run with secure_aggregation: it needs "
+                                     f"each client's model, which secure aggregation hides; use fedavg, fedprox, "
+                                     f"fedavgm, fedadam, fedyogi or fedadagrad")
+        self.keyring = KeyRing.from_params(self.p, ctx.task.party) if self.secure else None
 
     async def run(self) -> RoleResult:
         ctx, p = self.ctx, self.p
@@ -85,14 +99,17 @@ class _Aggregation:
             state, first = self.strategy.init_state(global_w), 1
         for r in range(first, int(p["rounds"]) + 1):
             started = ctx.clock.monotonic()
-            updates, losses = await self._round(r, global_w, shape)
-            state, global_w = self.strategy.aggregate(state, global_w, updates)
+            if self.secure:
+                state, global_w, metrics = await self._secure_round(r, global_w, shape, state)
+            else:
+                updates, losses = await self._round(r, global_w, shape)
+                state, global_w = self.strategy.aggregate(state, global_w, updates)
+                metrics = {"train_loss": weighted_mean(losses), "clients": float(len(updates))}
             server_arrays, server_meta = state_to_arrays(state)
             ctx.checkpoints.save({**_prefixed("model/", global_w), **_prefixed("server/", server_arrays)},
                                  {"round": r, "server": server_meta})
             ROUND_SECONDS.labels("aggregator").observe(ctx.clock.monotonic() - started)
-            await ctx.report(round=r, total_rounds=int(p["rounds"]), stage="training",
-                             metrics={"train_loss": weighted_mean(losses), "clients": float(len(updates))})
+            await ctx.report(round=r, total_rounds=int(p["rounds"]), stage="training", metrics=metrics)
             ctx.check_stop()
         return await self._finish(global_w, shape)
 
@@ -147,6 +164,19 @@ class _Aggregation:
         ordered = [answers[c] for c in sorted(answers)]  # fixed order: aggregation is bit-reproducible
         return [(w, n) for w, n, _ in ordered], [(loss, n) for _, n, loss in ordered]
 
+    async def _secure_round(self, r: int, global_w, shape, state):
+        p = self.p
+        sampled = sample_clients(list(self.joined), float(p["fraction_fit"]), int(p["min_clients"]), int(p["seed"]), r)
+        try:
+            decoded = await server_round(self.ctx, self.channel, self.keyring, round=r, sampled=sampled,
+                                         global_w=global_w, shape=shape, joined=self.joined, clients=self.clients)
+        except TooFewClients as exc:
+            raise TrainingFailed(f"round {r}: {exc} (round_timeout_s={p['round_timeout_s']}, "
+                                 f"min_clients={p['min_clients']})") from exc
+        state, global_w = self.strategy.server_step(state, global_w, decoded.average)
+        return state, global_w, {"train_loss": decoded.loss, "clients": float(decoded.clients),
+                                 "secagg_clipped": decoded.clipped}
+
     async def _finish(self, global_w, shape) -> RoleResult:
         ctx, p = self.ctx, self.p
         ctx.artifacts.save(f"model-{ctx.task.step}", global_w, {**shape, **{k: p[k] for k in ("model", "hidden")}})
@@ -185,6 +215,8 @@ class TrainingClient:
         seed = int(p["seed"]) * 1009 + _clients(ctx).index(me)
         config = TrainConfig.from_params(p)
         last_heard = ctx.clock.monotonic()
+        secure = (ClientSession(ctx, channel, KeyRing.from_params(p, me), aggregator)
+                  if p.get("secure_aggregation") else None)
         while True:
             message = await channel.receive(0.5)
             ctx.check_stop()
@@ -207,13 +239,18 @@ class TrainingClient:
                 result = train_local(model, data.x_train, data.y_train, config,
                                      epoch_offset=(message.round - 1) * config.local_epochs, seed=seed,
                                      global_weights=global_w)
-                await channel.send(channel.message(RoundKind.UPDATE, message.round, recipient=message.sender,
-                                                   arrays=result.weights, num_examples=result.num_examples,
-                                                   metrics={"loss": result.loss}))
+                if secure is not None:  # the update leaves this party only masked
+                    await secure.start(message, result.weights, global_w, result.num_examples, result.loss)
+                else:
+                    await channel.send(channel.message(RoundKind.UPDATE, message.round, recipient=message.sender,
+                                                       arrays=result.weights, num_examples=result.num_examples,
+                                                       metrics={"loss": result.loss}))
                 ROUND_SECONDS.labels("client").observe(ctx.clock.monotonic() - started)
                 ctx.checkpoints.save(result.weights, {"round": message.round})
                 await ctx.report(round=message.round, total_rounds=int(p["rounds"]), stage="training",
                                  metrics={"train_loss": result.loss, "train_s": result.elapsed_s})
+            elif message.kind == RoundKind.SECAGG and secure is not None:
+                await secure.handle(message)
             elif message.kind == RoundKind.FINAL:
                 return await self._final(ctx, channel, data, message)
             elif message.kind == RoundKind.ABORT:

@@ -27,9 +27,8 @@ def move_algo(draft: Draft, task: Task, algo: AlgoTask, to_status: Status, attem
     draft.changed(EntityKind.ALGORITHM_TASK, algo.algo_task_id, task.flow_id, task.task_id,
                   algo.status, to_status, attempt, reason)
     record = draft.record(Outcome.APPLIED, algo.status, to_status, attempt, reason)
-    return evolve(algo, status=to_status, attempt=attempt, reason=reason,
-                               updated_at_ms=draft.env.timestamp_ms,
-                               history=append_record(algo.history, record))
+    return evolve(algo, status=to_status, attempt=attempt, reason=reason, updated_at_ms=draft.env.timestamp_ms,
+                  history=append_record(algo.history, record))
 
 
 def note_algo(draft: Draft, algo: AlgoTask, outcome: Outcome, reason: str) -> AlgoTask:
@@ -65,7 +64,7 @@ def settle_task(draft: Draft, task: Task) -> None:
     draft.changed(EntityKind.TASK, task.task_id, task.flow_id, task.task_id, task.status, status, 0, reason)
     record = draft.record(Outcome.APPLIED, task.status, status, 0, reason)
     task = evolve(task, status=status, reason=reason, updated_at_ms=draft.env.timestamp_ms,
-                               history=append_record(task.history, record))
+                  history=append_record(task.history, record))
     draft.put_task(task)
     draft.unsettle(task.flow_id)
     if status in _DEAD:
@@ -140,7 +139,7 @@ def _settle_flow(draft: Draft, flow: Flow) -> None:
     draft.changed(EntityKind.FLOW, flow.flow_id, flow.flow_id, "", flow.status, status, 0, reason)
     record = draft.record(Outcome.APPLIED, flow.status, status, 0, reason)
     draft.put_flow(evolve(flow, status=status, reason=reason, updated_at_ms=draft.env.timestamp_ms,
-                                       history=append_record(flow.history, record)))
+                          history=append_record(flow.history, record)))
 
 
 def _flow_reason(draft: Draft, flow: Flow, status: Status) -> str:

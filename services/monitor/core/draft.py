@@ -8,7 +8,7 @@ new MonitorState, sharing every untouched entry with the old one.
 from __future__ import annotations
 
 from services.monitor.core.effects import Effect
-from services.monitor.core.state import Flow, MonitorState, Outcome, Record, Task
+from services.monitor.core.state import Flow, MonitorState, Outcome, Record, Task, evolve
 from shared.events import EntityKind, Envelope, StateChanged, Status
 
 
@@ -63,13 +63,11 @@ class Draft:
             return base, tuple(self.effects)
         if not (self.flows or self.algo_to_task) and len(self.tasks) == 1:  # the common case
             (task_id, task), = self.tasks.items()
-            state = MonitorState(base.tasks.set(task_id, task), base.flows, base.algo_to_task,
-                                 base.max_attempts)
-            return state, tuple(self.effects)
-        state = MonitorState(
-            base.tasks.update(self.tasks) if self.tasks else base.tasks,
-            base.flows.update(self.flows) if self.flows else base.flows,
-            base.algo_to_task.update(self.algo_to_task) if self.algo_to_task else base.algo_to_task,
-            base.max_attempts,
+            return evolve(base, tasks=base.tasks.set(task_id, task)), tuple(self.effects)
+        state = evolve(
+            base,
+            tasks=base.tasks.update(self.tasks) if self.tasks else base.tasks,
+            flows=base.flows.update(self.flows) if self.flows else base.flows,
+            algo_to_task=base.algo_to_task.update(self.algo_to_task) if self.algo_to_task else base.algo_to_task,
         )
         return state, tuple(self.effects)

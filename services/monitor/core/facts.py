@@ -47,11 +47,11 @@ def _park(draft: Draft, task: Task | None, env: Envelope) -> None:
 def apply_fact(draft: Draft, task: Task, env: Envelope, sequences=None) -> None:
     """Apply one fact to a planned task; `sequences`, if given, replace the task's dedup state."""
     event = env.event
-    index = next((i for i, a in enumerate(task.algos) if a.algo_task_id == event.algo_task_id), None)
+    index = _member_index(task, event.algo_task_id)
     extra = {} if sequences is None else {"sequences": sequences}
     if index is None or event.flow_id != task.flow_id:
-        task_anomaly(draft, evolve(task, **extra), f"{env.type_name} names algorithm task {event.algo_task_id!r} "
-                                   f"of flow {event.flow_id!r}, which task {task.task_id} does not have")
+        task_anomaly(draft, evolve(task, **extra), f"{env.type_name} names algorithm task "
+                     f"{event.algo_task_id!r} of flow {event.flow_id!r}, which task {task.task_id} does not have")
         return
     algo, fact = task.algos[index], classify(event)
     decision = decide(algo, fact, event, draft.base.max_attempts)
@@ -68,6 +68,13 @@ def apply_fact(draft: Draft, task: Task, env: Envelope, sequences=None) -> None:
     else:
         draft.emit(Anomaly(algo.algo_task_id, decision.reason, env.event_id, task.flow_id))
         draft.put_task(with_algo(task, index, note_algo(draft, algo, Outcome.ANOMALY, decision.reason), **extra))
+
+
+def _member_index(task: Task, algo_task_id: str) -> int | None:
+    for index, algo in enumerate(task.algos):
+        if algo.algo_task_id == algo_task_id:
+            return index
+    return None
 
 
 def _absorb(algo: AlgoTask, fact: Fact, event, at_ms: int) -> AlgoTask:

@@ -66,6 +66,8 @@ def touched(before: MonitorState, after: MonitorState, env: Envelope) -> tuple[l
 
 
 def restore(snapshots: Iterable[bytes], max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> MonitorState:
+    """The state the snapshots describe; of two snapshots of one entry the later wins, so
+    reading a compacted topic from the start (newest last) gives the newest state."""
     tasks: dict[str, Task] = {}
     flows: dict[str, Flow] = {}
     for blob in snapshots:

@@ -1,15 +1,33 @@
-"""The transition table of one algorithm task, and decide() that reads it.
+"""The transition table of one algorithm task.
 
 Facts from the scheduler (JobEvent), the watcher (Observation) and the
 executor (ExecutorProgress) and the user's commands all become a Fact; the
-table says what each Fact means in each non-terminal status. Terminal
-statuses absorb every fact and reject every command. Attempt fencing and
-duplicate dropping happen before the table is consulted (fold.py).
+table says what each Fact means in each non-terminal status. decide.py is its
+only reader and adds what a table cannot say: terminal statuses absorb every
+fact and reject every command, and facts of another attempt are fenced off.
 
-Facts are applied even when they skip a step, because the scheduler publishes
-on three topics that the monitor reads at independent speeds: the local
-runner reports "running" before the scheduler reports "job created", and a
-resumed executor can be seen running before the resume command is read.
+Why some cells are what they are:
+- Facts are applied even when they skip a step: the scheduler publishes on
+  two topics the monitor reads at independent speeds, and the local runner
+  reports "running" before the scheduler reports "job created" (PENDING +
+  observed running -> RUNNING; RUNNING + job created -> keep).
+- A resumed executor may be seen running before the resume is read
+  (SUSPENDED + observed running -> RUNNING; RUNNING + job resumed -> keep).
+- A stopped executor exits 143 (SUSPENDING + observed failed by a signal ->
+  SUSPENDED); while RESUMING, that old executor's signal exit is a leftover,
+  not a failure.
+- JobAction.DISPATCH_FAILED is any failed runner action. While RUNNING or
+  SUSPENDING it is a failed suspend/resume attempt, not proof that nothing
+  runs: an anomaly. While CANCELLING nothing will run any more: CANCELLED.
+- A deleted job, reported by the scheduler or observed by the watcher (which
+  reports the Job's deletion, never a Pod's), is CANCELLED anywhere: nothing
+  will run that job again, and it is the scheduler acting on a cancel (a
+  user's, or CancelSiblings) this monitor may not have read yet, or an
+  operator deleting the Job by hand.
+- Progress proves an executor runs (SCHEDULED/RESUMING/RETRYING -> RUNNING),
+  but late progress from a stopping executor changes nothing (keep).
+- Observed succeeded is final in every unfinished status, even CANCELLING:
+  the work is done.
 """
 
 from __future__ import annotations
@@ -90,7 +108,7 @@ TABLE: dict[Status, dict[Fact, Status | Rule | ByDispatch]] = {
         F.JOB_CREATED: S.SCHEDULED, F.JOB_SUSPENDED: S.SUSPENDED, F.JOB_RESUMED: R.ANOMALY,
         F.JOB_DELETED: S.CANCELLED, F.JOB_DISPATCH_FAILED: R.FAIL,
         F.SEEN_PENDING: S.SCHEDULED, F.SEEN_RUNNING: S.RUNNING, F.SEEN_SUCCEEDED: S.SUCCEEDED,
-        F.SEEN_FAILED: R.FAIL, F.SEEN_SUSPENDED: S.SUSPENDED, F.SEEN_DELETED: R.ANOMALY,
+        F.SEEN_FAILED: R.FAIL, F.SEEN_SUSPENDED: S.SUSPENDED, F.SEEN_DELETED: S.CANCELLED,
         F.PROGRESS: S.RUNNING,
         F.SUSPEND: S.SUSPENDED, F.RESUME: R.REJECT, F.CANCEL: S.CANCELLED,
     },
@@ -98,7 +116,7 @@ TABLE: dict[Status, dict[Fact, Status | Rule | ByDispatch]] = {
         F.JOB_CREATED: R.KEEP, F.JOB_SUSPENDED: S.SUSPENDED, F.JOB_RESUMED: R.KEEP,
         F.JOB_DELETED: S.CANCELLED, F.JOB_DISPATCH_FAILED: R.FAIL,
         F.SEEN_PENDING: R.KEEP, F.SEEN_RUNNING: S.RUNNING, F.SEEN_SUCCEEDED: S.SUCCEEDED,
-        F.SEEN_FAILED: R.FAIL, F.SEEN_SUSPENDED: S.SUSPENDED, F.SEEN_DELETED: R.ANOMALY,
+        F.SEEN_FAILED: R.FAIL, F.SEEN_SUSPENDED: S.SUSPENDED, F.SEEN_DELETED: S.CANCELLED,
         F.PROGRESS: S.RUNNING,
         F.SUSPEND: S.SUSPENDING, F.RESUME: R.REJECT, F.CANCEL: S.CANCELLING,
     },
@@ -106,7 +124,7 @@ TABLE: dict[Status, dict[Fact, Status | Rule | ByDispatch]] = {
         F.JOB_CREATED: R.KEEP, F.JOB_SUSPENDED: S.SUSPENDED, F.JOB_RESUMED: R.KEEP,
         F.JOB_DELETED: S.CANCELLED, F.JOB_DISPATCH_FAILED: R.ANOMALY,
         F.SEEN_PENDING: R.KEEP, F.SEEN_RUNNING: R.KEEP, F.SEEN_SUCCEEDED: S.SUCCEEDED,
-        F.SEEN_FAILED: R.FAIL, F.SEEN_SUSPENDED: S.SUSPENDED, F.SEEN_DELETED: R.ANOMALY,
+        F.SEEN_FAILED: R.FAIL, F.SEEN_SUSPENDED: S.SUSPENDED, F.SEEN_DELETED: S.CANCELLED,
         F.PROGRESS: R.KEEP,
         F.SUSPEND: S.SUSPENDING, F.RESUME: R.REJECT, F.CANCEL: S.CANCELLING,
     },
@@ -114,7 +132,7 @@ TABLE: dict[Status, dict[Fact, Status | Rule | ByDispatch]] = {
         F.JOB_CREATED: R.KEEP, F.JOB_SUSPENDED: S.SUSPENDED, F.JOB_RESUMED: R.ANOMALY,
         F.JOB_DELETED: S.CANCELLED, F.JOB_DISPATCH_FAILED: R.ANOMALY,
         F.SEEN_PENDING: R.KEEP, F.SEEN_RUNNING: R.KEEP, F.SEEN_SUCCEEDED: S.SUCCEEDED,
-        F.SEEN_FAILED: R.STOPPED_EXIT, F.SEEN_SUSPENDED: S.SUSPENDED, F.SEEN_DELETED: S.SUSPENDED,
+        F.SEEN_FAILED: R.STOPPED_EXIT, F.SEEN_SUSPENDED: S.SUSPENDED, F.SEEN_DELETED: S.CANCELLED,
         F.PROGRESS: R.KEEP,
         F.SUSPEND: R.REJECT, F.RESUME: R.REJECT, F.CANCEL: S.CANCELLING,
     },
@@ -122,7 +140,7 @@ TABLE: dict[Status, dict[Fact, Status | Rule | ByDispatch]] = {
         F.JOB_CREATED: R.KEEP, F.JOB_SUSPENDED: R.KEEP, F.JOB_RESUMED: S.RESUMING,
         F.JOB_DELETED: S.CANCELLED, F.JOB_DISPATCH_FAILED: R.ANOMALY,
         F.SEEN_PENDING: R.KEEP, F.SEEN_RUNNING: S.RUNNING, F.SEEN_SUCCEEDED: S.SUCCEEDED,
-        F.SEEN_FAILED: R.KEEP, F.SEEN_SUSPENDED: R.KEEP, F.SEEN_DELETED: R.KEEP,
+        F.SEEN_FAILED: R.KEEP, F.SEEN_SUSPENDED: R.KEEP, F.SEEN_DELETED: S.CANCELLED,
         F.PROGRESS: R.KEEP,
         F.SUSPEND: R.REJECT, F.RESUME: ByDispatch(S.RESUMING, S.PENDING),
         F.CANCEL: ByDispatch(S.CANCELLING, S.CANCELLED),
@@ -131,7 +149,7 @@ TABLE: dict[Status, dict[Fact, Status | Rule | ByDispatch]] = {
         F.JOB_CREATED: S.SCHEDULED, F.JOB_SUSPENDED: S.SUSPENDED, F.JOB_RESUMED: S.SCHEDULED,
         F.JOB_DELETED: S.CANCELLED, F.JOB_DISPATCH_FAILED: R.FAIL,
         F.SEEN_PENDING: R.KEEP, F.SEEN_RUNNING: S.RUNNING, F.SEEN_SUCCEEDED: S.SUCCEEDED,
-        F.SEEN_FAILED: R.LEFTOVER_EXIT, F.SEEN_SUSPENDED: R.KEEP, F.SEEN_DELETED: R.KEEP,
+        F.SEEN_FAILED: R.LEFTOVER_EXIT, F.SEEN_SUSPENDED: R.KEEP, F.SEEN_DELETED: S.CANCELLED,
         F.PROGRESS: S.RUNNING,
         F.SUSPEND: S.SUSPENDING, F.RESUME: R.REJECT, F.CANCEL: S.CANCELLING,
     },
@@ -147,7 +165,7 @@ TABLE: dict[Status, dict[Fact, Status | Rule | ByDispatch]] = {
         F.JOB_CREATED: S.SCHEDULED, F.JOB_SUSPENDED: S.SUSPENDED, F.JOB_RESUMED: R.ANOMALY,
         F.JOB_DELETED: S.CANCELLED, F.JOB_DISPATCH_FAILED: R.FAIL,
         F.SEEN_PENDING: S.SCHEDULED, F.SEEN_RUNNING: S.RUNNING, F.SEEN_SUCCEEDED: S.SUCCEEDED,
-        F.SEEN_FAILED: R.FAIL, F.SEEN_SUSPENDED: S.SUSPENDED, F.SEEN_DELETED: R.ANOMALY,
+        F.SEEN_FAILED: R.FAIL, F.SEEN_SUSPENDED: S.SUSPENDED, F.SEEN_DELETED: S.CANCELLED,
         F.PROGRESS: S.RUNNING,
         F.SUSPEND: S.SUSPENDING, F.RESUME: R.REJECT, F.CANCEL: S.CANCELLING,
     },

@@ -10,6 +10,7 @@ in-process bus cannot cross a process boundary.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -20,9 +21,29 @@ from shared.events import AlgorithmTaskSpec
 from shared.wire.codec import spec_to_text
 
 
+def failure_summary(log_text: str) -> str:
+    """The executor's own account of why it failed: its last error log record, else its last line.
+
+    The summary comes first in an Observation's message (readers may keep only its
+    start), the log's tail after it.
+    """
+    lines = [line for line in log_text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("level") in ("error", "critical"):
+            trace = [t for t in str(record.get("exception", "")).splitlines() if t.strip()]
+            detail = record.get("error") or (trace[-1] if trace else "")
+            kind = record.get("error_type", "")
+            return ": ".join(str(p) for p in (record.get("event", ""), kind, detail) if p)
+    return lines[-1] if lines else ""
+
+
 def party_dirs(work_dir: Path, party: str) -> dict[str, Path]:
     root = work_dir / "parties" / party
-    return {"data": root / "data", "checkpoints": root / "checkpoints", "artifacts": work_dir / "artifacts"}
+    return {"data": root / "data", "checkpoints": root / "checkpoints", "artifacts": root / "artifacts"}
 
 
 class _ProcessHandle:
@@ -43,9 +64,10 @@ class _ProcessHandle:
 
     def diagnostics(self) -> str:
         try:
-            return self._log_path.read_text(errors="replace")[-2000:]
+            tail = self._log_path.read_text(errors="replace")[-8000:]
         except OSError:
             return ""
+        return f"{failure_summary(tail)}\n--- log tail ---\n{tail[-1500:]}"
 
 
 class LocalProcessLauncher:

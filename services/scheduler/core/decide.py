@@ -101,12 +101,19 @@ def _on_state_changed(state: SchedulerState, change: StateChanged) -> tuple[Sche
 
 
 def _live_specs(state: SchedulerState, task: TaskPlanned) -> list[AlgorithmTaskSpec]:
-    """Algorithm tasks with a job that has not finished, at their current attempt."""
+    """Algorithm tasks with a job that has not finished, at their current attempt.
+
+    A finished task may still have live members: it is FAILED as soon as one member
+    failed, while the others run until they are cancelled (the monitor's CancelSiblings).
+    Of a finished task, only members the monitor reported unfinished count as live.
+    """
+    task_done = (state.task_status.get(task.task_id) or Status.PENDING).terminal
     out = []
     for spec in task.algorithm_tasks:
         attempt = state.dispatched.get(spec.algo_task_id, 0)
         status = state.algo_status.get(spec.algo_task_id)
-        if attempt and not (status is not None and status.terminal):
+        live = not task_done if status is None else not status.terminal
+        if attempt and live:
             out.append(dataclasses.replace(spec, attempt=attempt))
     return out
 
@@ -125,8 +132,9 @@ def _on_command(state: SchedulerState, command: TaskCommand) -> tuple[SchedulerS
         state, released = _release(state, [t.task_id for t in unfinished])
         return state, resumes + released
     if command.kind == CommandKind.CANCEL:
+        # Finished tasks too: a FAILED task's other members still run until cancelled.
         state = _with(state, cancelled=state.cancelled | {t.task_id for t in unfinished})
-        return state, [Cancel(s, command.reason) for t in unfinished for s in _live_specs(state, t)]
+        return state, [Cancel(s, command.reason) for t in tasks for s in _live_specs(state, t)]
     return state, []
 
 

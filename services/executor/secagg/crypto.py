@@ -1,0 +1,149 @@
+"""Primitives of the protocol, each bound to the round it belongs to.
+
+- Key agreement: X25519. Every client makes two fresh pairs per round: c (to
+  encrypt shares) and s (to agree pairwise masks), as in Bonawitz et al.
+- Key derivation: HKDF-SHA256 whose `info` is the RoundContext (flow, task,
+  step, round, attempt) plus a label and the parties involved. A key derived
+  for round 3 is a different key in round 4, so nothing carries across rounds
+  or between directions (sender -> recipient differs from recipient -> sender).
+- Share encryption: AES-256-GCM with a random 96-bit nonce (the key is fresh per
+  round and pair, so even nonce reuse would need two shares to one recipient);
+  the same context is the associated data.
+- PRG: AES-256-CTR keystream (zero IV: each key is used for exactly one stream)
+  read as little-endian uint32 words. numpy's RNG is never used for secrets.
+- Signatures: Ed25519 over SHA-256 of a length-prefixed encoding of context,
+  stage, sender, recipient, canonical-JSON header and every named blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .errors import BadCiphertext, BadSignature, ProtocolViolation
+
+DOMAIN = b"ferry-secagg/v1"
+_NONCE = 12
+
+
+def _frame(*parts: bytes) -> bytes:
+    """Length-prefixed concatenation: no two different part lists encode alike."""
+    return b"".join(len(p).to_bytes(8, "big") + p for p in parts)
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """Which run of the protocol a key, ciphertext or signature belongs to.
+
+    attempt is the aggregator's attempt (it drives the session); a retried
+    aggregator replays round r under a new attempt and so under new keys.
+    """
+
+    flow_id: str
+    task_id: str
+    step: str
+    round: int
+    attempt: int
+
+    def info(self, label: str, *parts: str) -> bytes:
+        fields = (self.flow_id, self.task_id, self.step, str(self.round), str(self.attempt), label, *parts)
+        return DOMAIN + _frame(*(f.encode() for f in fields))
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def hkdf(secret: bytes, info: bytes, length: int = 32) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=DOMAIN, info=info).derive(secret)
+
+
+# --- X25519 -------------------------------------------------------------------------------
+
+def x25519_pair(randbytes=os.urandom) -> tuple[bytes, bytes]:
+    """(private, public) raw 32-byte keys; randbytes is injectable only so tests can be replayed."""
+    sk = X25519PrivateKey.from_private_bytes(randbytes(32))
+    return sk.private_bytes_raw(), sk.public_key().public_bytes_raw()
+
+
+def x25519_public(private: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def agree(private: bytes, peer_public: bytes) -> bytes:
+    try:
+        return X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as exc:  # a low-order point gives the all-zero secret: refuse it
+        raise ProtocolViolation(f"key agreement failed: {exc}") from exc
+
+
+# --- share encryption ---------------------------------------------------------------------
+
+def share_key(my_c_private: bytes, their_c_public: bytes, ctx: RoundContext, sender: str, recipient: str) -> bytes:
+    return hkdf(agree(my_c_private, their_c_public), ctx.info("share-key", sender, recipient))
+
+
+def seal(key: bytes, plaintext: bytes, aad: bytes, randbytes=os.urandom) -> bytes:
+    nonce = randbytes(_NONCE)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def unseal(key: bytes, blob: bytes, aad: bytes, what: str) -> bytes:
+    try:
+        return AESGCM(key).decrypt(blob[:_NONCE], blob[_NONCE:], aad)
+    except (InvalidTag, ValueError) as exc:
+        raise BadCiphertext(f"{what}: AES-GCM authentication failed (tampered, misdirected, "
+                            f"or encrypted for another round/attempt)") from exc
+
+
+# --- masks --------------------------------------------------------------------------------
+
+def prg_words(key: bytes, length: int) -> np.ndarray:
+    """`length` uint32 words of AES-256-CTR keystream under `key`."""
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+    stream = encryptor.update(bytes(4 * length)) + encryptor.finalize()
+    return np.frombuffer(stream, dtype="<u4").astype(np.uint32)
+
+
+def self_mask(b_seed: bytes, ctx: RoundContext, owner: str, length: int) -> np.ndarray:
+    return prg_words(hkdf(b_seed, ctx.info("self-mask", owner)), length)
+
+
+def pair_mask(my_s_private: bytes, their_s_public: bytes, ctx: RoundContext, a: str, b: str,
+              length: int) -> np.ndarray:
+    """PRG(s_ab): the same words for a and b (the names are bound in sorted order)."""
+    lo, hi = sorted((a, b))
+    return prg_words(hkdf(agree(my_s_private, their_s_public), ctx.info("pair-mask", lo, hi)), length)
+
+
+# --- signatures ---------------------------------------------------------------------------
+
+def message_digest(ctx: RoundContext, stage: str, sender: str, recipient: str, header: Mapping[str, Any],
+                   blobs: Mapping[str, bytes]) -> bytes:
+    parts = [ctx.info("message", stage, sender, recipient), canonical_json(header)]
+    for name in sorted(blobs):
+        parts += [name.encode(), bytes(blobs[name])]
+    return hashlib.sha256(_frame(*parts)).digest()
+
+
+def sign(identity: Ed25519PrivateKey, digest: bytes) -> bytes:
+    return identity.sign(digest)
+
+
+def verify(public: bytes, signature: bytes, digest: bytes, what: str) -> None:
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, digest)
+    except (InvalidSignature, ValueError) as exc:
+        raise BadSignature(f"{what}: signature does not verify under the sender's identity key") from exc

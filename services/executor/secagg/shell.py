@@ -1,0 +1,148 @@
+"""The I/O shell: moves signed stage messages between the pure core and a RoundChannel.
+
+Every stage message travels as one RoundMessage of kind SECAGG: body = canonical
+JSON {"stage", "header"}, one uint8 tensor per blob, and the Ed25519 signature in
+the message's `signature` field. Large blobs (masked vectors of big models) are
+chunked by the transport like any other payload.
+
+A message that fails verification is logged and dropped, never fatal: whoever
+can write to the topic must not be able to abort a round. A client whose
+messages stop is a dropout, which the protocol is built to survive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping
+
+import numpy as np
+
+from shared.errors import MalformedMessage
+from shared.events import RoundKind, RoundMessage, Tensor
+
+from .client import ClientState, client_start, client_step
+from .crypto import RoundContext, canonical_json
+from .encoding import DEFAULT_CLIP, Decoded, client_weight, decode_sum, encode_update, quant_config, vector_length
+from .errors import LateMessage, SecAggError
+from .keys import KeyRing
+from .messages import Signed, Stage
+from .server import server_advance, server_receive, server_result, server_start
+
+
+def to_round_message(channel, round: int, message: Signed) -> RoundMessage:
+    body = canonical_json({"stage": message.stage.value, "header": message.header})
+    tensors = tuple(Tensor(name, "|u1", (len(blob),), bytes(blob)) for name, blob in message.blobs.items())
+    base = channel.message(RoundKind.SECAGG, round, recipient=message.recipient, body=body)
+    return dataclasses.replace(base, tensors=tensors, signature=message.signature)
+
+
+def from_round_message(message: RoundMessage) -> Signed:
+    try:
+        decoded = json.loads(message.body)
+        stage, header = Stage(decoded["stage"]), decoded["header"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MalformedMessage(f"secagg message from {message.sender}: unreadable body ({exc})") from exc
+    if not isinstance(header, dict) or any(t.dtype != "|u1" or t.shape != (len(t.data),) for t in message.tensors):
+        raise MalformedMessage(f"secagg message from {message.sender}: blobs must be flat uint8 tensors")
+    return Signed(stage, message.sender, message.recipient, header,
+                  {t.name: bytes(t.data) for t in message.tensors}, bytes(message.signature))
+
+
+def round_context(task, round: int, attempt: int) -> RoundContext:
+    return RoundContext(task.flow_id, task.task_id, task.step, int(round), int(attempt))
+
+
+def clip_of(params: Mapping[str, Any]) -> float:
+    return float(params.get("secagg_clip") or DEFAULT_CLIP)
+
+
+def requested_threshold(params: Mapping[str, Any]) -> int:
+    """At least min_clients must be summed, as in a plain round; secagg_threshold may ask for more.
+
+    Clients get the same step params as the aggregator, so both sides compute the same t.
+    """
+    return max(int(params.get("secagg_threshold") or 0), int(params.get("min_clients") or 1))
+
+
+async def server_round(ctx, channel, keyring: KeyRing, *, round: int, sampled, global_w, shape,
+                       joined: dict, clients) -> Decoded:
+    """One secure round from ANNOUNCE to the decoded weighted average; raises TooFewClients."""
+    p = ctx.params
+    clip, timeout = clip_of(p), float(p["round_timeout_s"])
+    scale = max([float(joined.get(c, {}).get("num_examples", 0.0)) for c in sampled] + [1.0])
+    announce = channel.message(RoundKind.ANNOUNCE, round, arrays=global_w, body=json.dumps(list(sampled)).encode(),
+                               metrics={**shape, "secagg_clip": clip, "secagg_weight_scale": scale})
+    await channel.send(announce)
+    state = server_start(round_context(ctx.task, round, ctx.task.attempt), keyring, sampled,
+                         vector_length(global_w), requested_threshold(p))
+    while state.collecting is not Stage.DONE:
+        deadline = ctx.clock.monotonic() + timeout   # each stage gets the round timeout
+        while not state.complete() and ctx.clock.monotonic() < deadline:
+            message = await channel.receive(min(0.5, max(0.01, deadline - ctx.clock.monotonic())))
+            ctx.check_stop()
+            if message is None:
+                continue
+            if message.kind == RoundKind.JOIN and message.sender in clients:
+                joined[message.sender] = dict(message.metrics)
+                # Restarted before advertising: ask again (as the plain path does). One that had
+                # advertised lost its secrets with the restart; it is a dropout of this round.
+                if (state.collecting is Stage.ADVERTISE and message.sender in sampled
+                        and message.sender not in state.inbox):
+                    await channel.send(dataclasses.replace(announce, recipient=message.sender))
+            elif message.kind == RoundKind.SECAGG and message.round == round:
+                try:
+                    state = server_receive(state, from_round_message(message))
+                except LateMessage as exc:
+                    ctx.log.info("secagg.late_message", round=round, reason=str(exc))
+                except (SecAggError, MalformedMessage) as exc:
+                    ctx.log.warning("secagg.message_rejected", round=round, sender=message.sender, reason=str(exc))
+        state, outgoing = server_advance(state)
+        for out in outgoing:
+            await channel.send(to_round_message(channel, round, out))
+    total, survivors = server_result(state)
+    return decode_sum(total, len(survivors), global_w, quant_config(clip, len(sampled)))
+
+
+class ClientSession:
+    """A client's secure round: started after local training, fed the aggregator's SECAGG messages."""
+
+    def __init__(self, ctx, channel, keyring: KeyRing, aggregator: str):
+        self.ctx, self.channel, self.keyring, self.aggregator = ctx, channel, keyring, aggregator
+        self.state: ClientState | None = None
+
+    async def start(self, announce: RoundMessage, weights, global_w, num_examples: int, loss: float) -> None:
+        m = announce.metrics
+        cfg = quant_config(float(m["secagg_clip"]), len(json.loads(announce.body)))
+        codes = encode_update(weights, global_w, client_weight(num_examples, float(m["secagg_weight_scale"])),
+                              loss, cfg)
+        rctx = round_context(self.ctx.task, announce.round, announce.attempt)
+        self.state, outgoing = client_start(rctx, self.keyring.party, self.aggregator, self.keyring, codes,
+                                            threshold=requested_threshold(self.ctx.params))
+        await self._send(outgoing)
+
+    async def handle(self, message: RoundMessage) -> None:
+        s = self.state
+        if s is None or (message.round, message.attempt) != (s.ctx.round, s.ctx.attempt):
+            return  # another round's (or a finished round's) message: nothing of ours to answer
+        try:
+            self.state, outgoing = client_step(s, from_round_message(message))
+        except (SecAggError, MalformedMessage) as exc:
+            self.ctx.log.warning("secagg.message_rejected", round=message.round, reason=str(exc))
+            return
+        await self._send(outgoing)
+        if self.state.expecting is Stage.DONE:
+            self.state = None  # forget this round's secrets as soon as they are spent
+
+    async def _send(self, outgoing) -> None:
+        for out in outgoing:
+            await self.channel.send(to_round_message(self.channel, self.state.ctx.round, out))
+
+
+def masked_vectors(messages) -> list[np.ndarray]:
+    """The masked inputs among RoundMessages (for audits and tests): what the aggregator sees."""
+    out = []
+    for m in messages:
+        if m.kind == RoundKind.SECAGG and json.loads(m.body).get("stage") == Stage.MASKED.value:
+            out.append(np.frombuffer(next(t.data for t in m.tensors if t.name == "y"), dtype="<u4"))
+    return out
