@@ -18,7 +18,7 @@ import importlib
 import math
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 from shared.events import FieldError
 
@@ -48,6 +48,11 @@ class RoleSpec:
     help: str = ""
 
 
+# A rule across parameters: given the parameters with defaults filled in, the
+# problems as (parameter name, reason) pairs. Must stay cheap and import-free.
+ParamCheck = Callable[[Mapping[str, Any]], Sequence[tuple[str, str]]]
+
+
 @dataclass(frozen=True)
 class AlgorithmSpec:
     name: str
@@ -55,6 +60,7 @@ class AlgorithmSpec:
     roles: tuple[RoleSpec, ...]
     params: tuple[ParamSpec, ...] = ()
     description: str = ""
+    checks: tuple[ParamCheck, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -103,6 +109,10 @@ def validate_params(spec: AlgorithmSpec, params: Mapping[str, Any], path: str = 
             errors.append(FieldError(where, f"must be <= {p.maximum}, got {value}"))
         if p.choices and value not in p.choices:
             errors.append(FieldError(where, f"must be one of {list(p.choices)}, got {value!r}"))
+    if not errors:
+        merged = spec.with_defaults(params)
+        for check in spec.checks:
+            errors.extend(FieldError(f"{path}.{name}", reason) for name, reason in check(merged))
     return errors
 
 

@@ -24,6 +24,23 @@ _TRAINING_PARAMS = (
               help="share of each party's rows held out for evaluation"),
 )
 
+_ROBUST = ("median", "trimmed_mean", "krum")
+
+
+def _secure_needs_an_averaging_strategy(params):
+    if params.get("secure_aggregation") and params.get("strategy") in _ROBUST:
+        return [("secure_aggregation", f"cannot be combined with strategy {params['strategy']!r}: robust "
+                                       f"rules need each client's update, which secure aggregation hides")]
+    return []
+
+
+def _enough_clients_for_krum(params):
+    f = params.get("krum_f")
+    if params.get("strategy") == "krum" and f is not None and params.get("min_clients", 1) < f + 3:
+        return [("min_clients", f"krum with krum_f={f} needs at least {f + 3} clients per round")]
+    return []
+
+
 NOOP = AlgorithmSpec(
     "ferry.noop", "1",
     roles=(RoleSpec("worker", f"{_IMPL}.noop:NoopRole", needs_data=False),),
@@ -66,8 +83,13 @@ FEDAVG = AlgorithmSpec(
         ParamSpec("fraction_fit", "float", 1.0, minimum=0.0, maximum=1.0, help="clients sampled per round"),
         ParamSpec("min_clients", "int", 1, minimum=1),
         ParamSpec("round_timeout_s", "float", 300.0, minimum=0.001),
-        ParamSpec("secure_aggregation", "bool", False),
+        ParamSpec("secure_aggregation", "bool", False,
+                  help="Bonawitz et al. secure aggregation: the aggregator sees only the sum"),
+        ParamSpec("secagg_clip", "float", 4.0, minimum=1e-6, help="clip of update deltas before quantizing"),
+        ParamSpec("secagg_threshold", "int", minimum=2, help="Shamir threshold t (default: a strict majority)"),
+        ParamSpec("secagg_trusted_keys", "dict", help="party -> Ed25519 public key (hex) to pin identities"),
     ),
+    checks=(_secure_needs_an_averaging_strategy, _enough_clients_for_krum),
     description="Federated training (FedAvg and friends) between clients and one aggregator.",
 )
 

@@ -175,3 +175,15 @@ def test_all_problems_of_a_flow_are_reported_together(registry):
                             flow_id="")
     assert set(errors(f, registry)) == {"id", "steps[0].version", "steps[1].parties.worker[0]",
                                         "steps[1].depends_on[0]"}
+
+
+def test_builtin_rules_across_parameters_name_the_field():
+    from shared.algorithms import validate_params
+    from shared.builtin_algorithms import FEDAVG
+
+    errors = validate_params(FEDAVG, {"strategy": "krum", "secure_aggregation": True}, "steps[2].params")
+    assert [e.path for e in errors] == ["steps[2].params.secure_aggregation"]
+    assert "robust" in errors[0].reason
+    errors = validate_params(FEDAVG, {"strategy": "krum", "krum_f": 2, "min_clients": 3}, "p")
+    assert [(e.path, "at least 5" in e.reason) for e in errors] == [("p.min_clients", True)]
+    assert validate_params(FEDAVG, {"strategy": "fedavg", "secure_aggregation": True}, "p") == []

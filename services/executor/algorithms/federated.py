@@ -185,6 +185,7 @@ class _Aggregation:
         deadline = ctx.clock.monotonic() + float(p["round_timeout_s"])
         while set(results) < set(self.joined) and ctx.clock.monotonic() < deadline:
             message = await self.channel.receive(0.5)
+            ctx.check_stop()  # a resumed aggregator comes back here from its last checkpoint
             if message is not None and message.kind == RoundKind.EVALUATION:
                 results[message.sender] = dict(message.metrics)
             elif message is not None and message.kind == RoundKind.JOIN:  # restarted after FINAL
