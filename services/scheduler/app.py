@@ -13,14 +13,18 @@ from services.scheduler.adapters.supervised import SupervisedRunner
 from services.scheduler.core import Cancel, Dispatch, Resume, RunnerCommand, SchedulerState, Suspend, step
 from services.scheduler.ports import Runner
 from shared import topics
-from shared.bus.port import Bus, Record
+from shared.bus.port import Bus, Record, TopicPartition
+from shared.errors import MalformedMessage
 from shared.clock import Clock
 from shared.events import Envelope, JobAction, JobEvent, Observation
 from shared.messaging import DeadLetters, EventPublisher, consume
 from shared.metrics import TASKS_DISPATCHED
 from shared.retry import BackoffPolicy
 from shared.settings import FerrySettings
+from shared.wire import codec
 
+# Plans first: a replayed state change or command must find the task it names.
+INPUT_TOPICS = (topics.TASKS_PLANNED.name, topics.TASK_EVENTS.name, topics.COMMANDS.name)
 _ACTIONS = {Dispatch: JobAction.CREATED, Suspend: JobAction.SUSPENDED,
             Resume: JobAction.RESUMED, Cancel: JobAction.DELETED}
 
@@ -73,13 +77,47 @@ class SchedulerService:
         # slow executor does not hold the others.
         await asyncio.gather(*(self._execute(c) for c in commands))
 
+    async def rebuild(self) -> tuple[dict[TopicPartition, int], list[RunnerCommand]]:
+        """Fold every input record already on the bus, and find what is left to do.
+
+        The scheduler's decisions are a function of its input log, and ferry.jobs is
+        the log of what it carried out. A (re)started scheduler replays its inputs
+        without acting, compares each algorithm task attempt's decided actions with
+        the job events already published for it, and returns the ones never carried
+        out, plus the positions where the replay ended: it consumes from there, so
+        nothing is applied twice and nothing is dispatched again.
+        """
+        positions: dict[TopicPartition, int] = {}
+        decided: dict[tuple[str, int], list[RunnerCommand]] = {}
+        for topic in INPUT_TOPICS:
+            for record in await self._bus.read_all(topic):
+                positions[record.tp] = max(positions.get(record.tp, 0), record.offset + 1)
+                try:
+                    self.state, commands = step(self.state, codec.decode(record.value).event)
+                except MalformedMessage:
+                    continue  # dead-lettered when it was first consumed
+                for command in commands:
+                    decided.setdefault((command.spec.algo_task_id, command.spec.attempt), []).append(command)
+        done: dict[tuple[str, int], int] = {}
+        for record in await self._bus.read_all(topics.JOBS.name):
+            try:
+                job = codec.decode(record.value).event
+            except MalformedMessage:
+                continue
+            done[(job.algo_task_id, job.attempt)] = done.get((job.algo_task_id, job.attempt), 0) + 1
+        pending = [c for key, commands in decided.items() for c in commands[done.get(key, 0):]]
+        self._log.info("scheduler.rebuilt", planned_tasks=len(self.state.planned), pending=len(pending))
+        return positions, pending
+
     async def run(self, stop: asyncio.Event) -> None:
         await self._bus.ensure_topics(topics.CATALOGUE)
+        positions, pending = await self.rebuild()
+        await asyncio.gather(*(self._execute(c) for c in pending))
         start = getattr(self.runner, "start", None)
         if start is not None:  # the Kubernetes runner's watcher: see Jobs left by an earlier run at once
             await start()
-        consumer = self._bus.consumer([topics.TASKS_PLANNED.name, topics.TASK_EVENTS.name, topics.COMMANDS.name],
-                                      group_id="ferry-scheduler", client_id="scheduler")
+        consumer = self._bus.consumer(list(INPUT_TOPICS), group_id="ferry-scheduler", client_id="scheduler",
+                                      on_assign=lambda tps: {tp: positions.get(tp, 0) for tp in tps})
         await consumer.start()
         try:
             await consume(consumer, self.handle, dead_letters=DeadLetters(self.publisher, self.name, self._clock),
