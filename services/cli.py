@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--id", default=None, help="flow id (default: the document's, else a new one)")
     flow.add_argument("--bootstrap", default=None, help="Kafka bootstrap for submit (default FERRY_KAFKA__BOOTSTRAP)")
     flow.add_argument("--timeout", type=float, default=600.0, help="run: seconds to wait for the flow")
+    flow.add_argument("--work-dir", default=None,
+                      help="run: the parties' folders, <dir>/parties/<party>/{data,checkpoints,artifacts}")
+    flow.add_argument("--demo-data", action="store_true",
+                      help="run: first import the demo's breast-cancer parties into --work-dir")
     flow.set_defaults(run=_flow)
     for name, handler, help_text in (("kafka", _kafka, "fetch, start or stop the development Kafka broker"),
                                      ("data", _data, "import or inspect a party's LMDB data")):

@@ -77,13 +77,24 @@ def submit(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from services.embedded import run_flow_embedded
+    from shared.logging import configure_logging
+
+    configure_logging("WARNING")
 
     try:
         flow = load_flow(args.file, args.id)
     except ValidationFailed as exc:
         _print_errors(exc.errors)
         return 1
-    view = asyncio.run(run_flow_embedded(flow, timeout_s=args.timeout))
+    work_dir = Path(args.work_dir) if args.work_dir else None
+    if args.demo_data:
+        from services.demo import prepare_parties
+
+        if work_dir is None:
+            print("--demo-data needs --work-dir", file=sys.stderr)
+            return 1
+        prepare_parties(work_dir)
+    view = asyncio.run(run_flow_embedded(flow, timeout_s=args.timeout, work_dir=work_dir))
     print(json.dumps(view, indent=2, default=str))
     return 0 if view.get("status") == "SUCCEEDED" else 1
 

@@ -176,9 +176,16 @@ class RoleContext(Protocol):
     data: Any            # the party's data object (None for roles with needs_data=False)
     checkpoints: Any     # save(arrays, meta) / load_latest() of this task, across attempts
     artifacts: Any       # save(name, arrays, meta) / load(name): this party's results of this flow
-    peers: Any           # communicator: send(to, message) / receive(...) to the step's peers
+    peers: Any           # reserved for a communicator of the step's peers; None today (see docs)
     clock: Any           # shared.clock.Clock
     log: Any             # structlog logger bound to flow, task, party, role, attempt
+    stop_requested: bool  # True once a stop (suspend, SIGTERM) was requested
+
+    def check_stop(self) -> None:
+        """Raise shared.errors.Suspended once a stop was requested; call it after each checkpoint."""
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but raise Suspended as soon as a stop is requested."""
 
     async def report(self, *, round: int = 0, total_rounds: int = 0, stage: str = "",
                      metrics: Mapping[str, float] | None = None) -> None:

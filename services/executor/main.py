@@ -18,11 +18,12 @@ import structlog
 from services.executor.artifacts import ArtifactStore
 from services.executor.checkpoints import FileCheckpointStore
 from services.executor.context import ExecutorContext
+from shared import topics
 from shared.algorithms import AlgorithmRegistry, load_role
 from shared.bus.port import Bus
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigurationError, DataError, FerryError, Suspended
-from shared.events import AlgorithmTaskSpec
+from shared.events import AlgorithmTaskSpec, ExecutorProgress
 from shared.messaging import EventPublisher
 
 
@@ -40,6 +41,16 @@ def _data_opener(data_dir: Path | None, spec: AlgorithmTaskSpec) -> Callable[[],
                             f"{spec.role}: {exc}") from exc
 
     return open_party_data
+
+
+async def _report_failure(publisher: EventPublisher, spec: AlgorithmTaskSpec, exc: BaseException) -> None:
+    """The role's own words for the monitor, whose reason names only the class of failure."""
+    try:
+        await publisher.publish(topics.PROGRESS.name, spec.task_id, ExecutorProgress(
+            algo_task_id=spec.algo_task_id, task_id=spec.task_id, flow_id=spec.flow_id, attempt=spec.attempt,
+            stage=f"failed: {type(exc).__name__}: {exc}"[:500]))
+    except Exception:  # the exit code still tells the scheduler what happened
+        pass
 
 
 async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio.Event, *, bus: Bus,
@@ -73,9 +84,11 @@ async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio
         return Suspended.exit_code
     except FerryError as exc:
         log.error("executor.failed", error=str(exc), error_type=type(exc).__name__, retriable=exc.retriable)
+        await _report_failure(publisher, spec, exc)
         return exc.exit_code
-    except Exception:
+    except Exception as exc:
         log.exception("executor.crashed")
+        await _report_failure(publisher, spec, exc)
         return 1
 
 
