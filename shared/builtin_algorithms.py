@@ -108,4 +108,12 @@ CENTRALIZED = AlgorithmSpec(
                 "(only where pooling is allowed, for comparison).",
 )
 
-BUILTIN = (NOOP, DATA_VALIDATE, STANDARDISE, FEDAVG, EVALUATE, CENTRALIZED)
+LOCAL_TRAIN = AlgorithmSpec(
+    "ferry.local_train", "1",
+    roles=(RoleSpec("party", f"{_IMPL}.centralized:LocalTrainer"),),
+    params=_TRAINING_PARAMS,
+    description="Each party trains the model on its own rows only and evaluates it on its own held-out "
+                "rows: the no-collaboration baseline federated training should beat.",
+)
+
+BUILTIN = (NOOP, DATA_VALIDATE, STANDARDISE, FEDAVG, EVALUATE, CENTRALIZED, LOCAL_TRAIN)

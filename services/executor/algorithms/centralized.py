@@ -37,3 +37,7 @@ class CentralizedTrainer:
         await ctx.report(round=epochs, total_rounds=epochs, stage="trained", metrics={"train_loss": result.loss})
         return RoleResult(metrics={"test_accuracy": float(scores["accuracy"]), "test_loss": float(scores["loss"]),
                                    "test_n": float(scores["n"]), "epochs": float(epochs)})
+
+
+class LocalTrainer(CentralizedTrainer):
+    """ferry.local_train: the same code over one party's own rows (no data leaves the party)."""

@@ -89,6 +89,8 @@ class StandardiseAggregator:
             std = np.where(std > 0, std, 1.0)  # constant features: leave them unscaled, never divide by 0
             final = {"mean": pooled.mean.astype(np.float32), "std": std.astype(np.float32)}
             await channel.send(channel.message(RoundKind.FINAL, 1, arrays=final, num_examples=pooled.count))
+            # Kept on the aggregator's party too: a held-out set there is scaled like the clients' rows.
+            ctx.artifacts.save(STANDARDISATION, final, {"rows": int(pooled.count)})
             return RoleResult(metrics={"pooled_rows": float(pooled.count), "clients": float(len(clients))})
         finally:
             await channel.close()

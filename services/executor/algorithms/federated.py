@@ -75,6 +75,7 @@ class _Aggregation:
         self.ctx, self.channel, self.p = ctx, channel, ctx.params
         self.clients = _clients(ctx)
         self.joined: dict[str, dict] = {}
+        self._held_out = None
         self.strategy = make_strategy(self.p["strategy"], self.p)
         self.secure = bool(self.p.get("secure_aggregation", False))
         if self.secure and not self.strategy.supports_secure_aggregation:
@@ -109,9 +110,23 @@ class _Aggregation:
             ctx.checkpoints.save({**_prefixed("model/", global_w), **_prefixed("server/", server_arrays)},
                                  {"round": r, "server": server_meta})
             ROUND_SECONDS.labels("aggregator").observe(ctx.clock.monotonic() - started)
+            metrics = {**metrics, **self._server_evaluation(global_w, shape)}
             await ctx.report(round=r, total_rounds=int(p["rounds"]), stage="training", metrics=metrics)
             ctx.check_stop()
         return await self._finish(global_w, shape)
+
+    def _server_evaluation(self, global_w, shape) -> dict[str, float]:
+        """The global model on the aggregator's own held-out set, when the flow gives it one
+        (a data_ref on the aggregator's party); every row of that set is held out."""
+        if self.ctx.data is None:
+            return {}
+        if self._held_out is None:
+            held = load_party_arrays(self.ctx)
+            self._held_out = (np.concatenate([held.x_train, held.x_test]), np.concatenate([held.y_train, held.y_test]))
+        model = build_model(ModelSpec.from_params(self.p, shape["n_features"], shape["n_classes"]), int(self.p["seed"]))
+        set_weights(model, global_w)
+        scores = evaluate(model, *self._held_out)
+        return {"server_accuracy": float(scores["accuracy"]), "server_loss": float(scores["loss"])}
 
     async def _await_joins(self) -> None:
         # Clients that joined before this aggregator listened answer this hello by joining again.
@@ -196,6 +211,7 @@ class _Aggregation:
         metrics = {"rounds": float(p["rounds"]), "clients": float(len(self.joined)),
                    "test_accuracy": weighted_mean(pairs), "test_loss": weighted_mean(losses),
                    "test_n": float(sum(n for _, n in pairs))}
+        metrics.update(self._server_evaluation(global_w, shape))
         return RoleResult(metrics=metrics, outputs={"model": f"model-{ctx.task.step}"})
 
 
