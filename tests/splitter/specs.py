@@ -41,5 +41,6 @@ BUILTIN_SPECS = (
                   _TRAINING + _FEDERATED),
     AlgorithmSpec("ferry.evaluate", "1", (_role("party"),), (ParamSpec("model_from", "str", required=True),)),
     AlgorithmSpec("ferry.centralized", "1", (_role("trainer", max_parties=1),), _TRAINING),
+    AlgorithmSpec("ferry.local_train", "1", (_role("party"),), _TRAINING),
 )
 
