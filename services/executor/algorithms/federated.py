@@ -20,6 +20,7 @@ can do that; the robust ones need each client's model and are refused.
 from __future__ import annotations
 
 import json
+import uuid
 
 import numpy as np
 
@@ -76,6 +77,7 @@ class _Aggregation:
         self.clients = _clients(ctx)
         self.joined: dict[str, dict] = {}
         self._held_out = None
+        self.incarnations: dict[str, bytes] = {}
         self.strategy = make_strategy(self.p["strategy"], self.p)
         self.secure = bool(self.p.get("secure_aggregation", False))
         if self.secure and not self.strategy.supports_secure_aggregation:
@@ -142,6 +144,7 @@ class _Aggregation:
             self.ctx.check_stop()
             if message is not None and message.kind == RoundKind.JOIN and message.sender in self.clients:
                 self.joined[message.sender] = dict(message.metrics)
+                self.incarnations[message.sender] = message.body
 
     def _data_shape(self) -> dict[str, int]:
         features = {int(m["n_features"]) for m in self.joined.values()}
@@ -165,8 +168,12 @@ class _Aggregation:
             if message is None:
                 continue
             if message.kind == RoundKind.JOIN and message.sender in self.clients:
+                # Only a new incarnation (a restarted client) lost the announce; a repeated
+                # hello from the same process must not make us resend the whole model.
+                restarted = self.incarnations.get(message.sender) != message.body
+                self.incarnations[message.sender] = message.body
                 self.joined[message.sender] = dict(message.metrics)
-                if message.sender in sampled and message.sender not in answers:  # it restarted: ask again
+                if restarted and message.sender in sampled and message.sender not in answers:
                     await self.channel.send(self.channel.message(RoundKind.ANNOUNCE, r, recipient=message.sender,
                                                                  arrays=global_w, metrics=shape,
                                                                  body=announce.body))
@@ -226,7 +233,7 @@ class TrainingClient:
 
     async def _serve(self, ctx, channel: RoundChannel, data) -> RoleResult:
         p, me, aggregator = ctx.params, ctx.task.party, _aggregator(ctx)
-        join = channel.message(RoundKind.JOIN, 0, recipient=aggregator, metrics={"n_features": data.n_features, "n_classes": data.n_classes,
+        join = channel.message(RoundKind.JOIN, 0, recipient=aggregator, body=uuid.uuid4().hex.encode(), metrics={"n_features": data.n_features, "n_classes": data.n_classes,
                                                             "num_examples": len(data.y_train)})
         await channel.send(join)
         seed = int(p["seed"]) * 1009 + _clients(ctx).index(me)
