@@ -30,13 +30,14 @@ class Service(Protocol):
     def health(self) -> dict: ...
 
 
-def make_bus(settings: FerrySettings, client_id: str) -> Bus:
+def make_bus(settings: FerrySettings, client_id: str, role: str | None = None) -> Bus:
+    """``role``: whose certificate the bus presents when FERRY_KAFKA__TLS_CERT_DIR is used."""
     if settings.bus.kind == "memory":
         raise SystemExit("FERRY_BUS__KIND=memory only works inside `ferry demo`/`ferry embedded`, "
                          "where all services share one process")
     from shared.bus.kafka import KafkaBus
 
-    return KafkaBus(settings.kafka.adapter_settings(client_id))
+    return KafkaBus(settings.kafka.adapter_settings(client_id, role))
 
 
 async def run_with_http(service: Service, settings: FerrySettings, stop: asyncio.Event) -> None:
@@ -63,7 +64,7 @@ def run_service(build: Callable[[FerrySettings, Bus, Clock], Service], name: str
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        bus = make_bus(settings, f"{name}-{settings.instance}")
+        bus = make_bus(settings, f"{name}-{settings.instance}", role=name)
         await bus.start()
         try:
             service = build(settings, bus, SystemClock())

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.bus.kafka import KafkaSettings
+from shared.bus.kafka import KafkaSettings, KafkaTLS
 from shared.retry import BackoffPolicy
 
 
@@ -26,12 +26,31 @@ class KafkaGroup(BaseModel):
     linger_ms: int = Field(5, description="producer batching delay")
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
+    tls_ca_file: Path | None = Field(None, description="PEM file of the federation CA that signed the broker")
+    tls_cert_file: Path | None = Field(None, description="this process's client certificate (PEM), issued by that CA")
+    tls_key_file: Path | None = Field(None, description="private key (PKCS#8 PEM) of tls_cert_file")
+    tls_cert_dir: Path | None = Field(
+        None, description="development: a folder with one <role>.crt/.key per role (`ferry kafka up` "
+                          "writes one); used when tls_cert_file is unset: a service takes its own "
+                          "name's pair, an executor 'party', any other client 'admin'")
+    tls_check_hostname: bool = Field(True, description="check that the broker's certificate names the host dialled")
+    insecure_plaintext: bool = Field(False, description="DEVELOPMENT ONLY: talk to Kafka without TLS or "
+                                                        "authentication (logs a warning on every start)")
 
-    def adapter_settings(self, client_id: str) -> KafkaSettings:
+    def tls(self, role: str | None = None) -> KafkaTLS:
+        cert, key = self.tls_cert_file, self.tls_key_file
+        if cert is None and self.tls_cert_dir is not None:
+            cert, key = (self.tls_cert_dir / f"{role or 'admin'}.{ext}" for ext in ("crt", "key"))
+        ca = self.tls_ca_file or (self.tls_cert_dir / "ca.crt" if self.tls_cert_dir else None)
+        return KafkaTLS(ca_file=str(ca) if ca else None, cert_file=str(cert) if cert else None,
+                        key_file=str(key) if key else None, check_hostname=self.tls_check_hostname,
+                        insecure_plaintext=self.insecure_plaintext)
+
+    def adapter_settings(self, client_id: str, role: str | None = None) -> KafkaSettings:
         return KafkaSettings(bootstrap=self.bootstrap, client_id=client_id,
                              max_request_bytes=self.max_request_bytes, linger_ms=self.linger_ms,
                              session_timeout_ms=self.session_timeout_ms,
-                             heartbeat_interval_ms=self.heartbeat_interval_ms)
+                             heartbeat_interval_ms=self.heartbeat_interval_ms, tls=self.tls(role))
 
 
 class HttpGroup(BaseModel):
@@ -90,3 +109,14 @@ class FerrySettings(BaseSettings):
     monitor: MonitorGroup = MonitorGroup()
     executor: ExecutorGroup = ExecutorGroup()
     instance: str = Field("0", description="instance id within a service's consumer group")
+
+
+class _KafkaOnly(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FERRY_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaGroup = KafkaGroup()
+
+
+def kafka_group_from_environment() -> KafkaGroup:
+    """FERRY_KAFKA__* alone, for adapters built without settings (see shared.bus.kafka)."""
+    return _KafkaOnly().kafka

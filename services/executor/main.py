@@ -115,7 +115,7 @@ def main() -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        bus = make_bus(settings, f"executor-{spec.algo_task_id}")
+        bus = make_bus(settings, f"executor-{spec.algo_task_id}", role="party")
         await bus.start()
         try:
             return await run_task(spec, dirs, stop, bus=bus, clock=SystemClock())

@@ -4,23 +4,99 @@ Producer: idempotent, acks=all, so a retried send never duplicates a record
 within a producer session and per-key order holds. Consumers: manual commits
 only after the handler finished (at-least-once); duplicates from redelivery
 are the consumers' job (per-key sequence numbers in the envelope).
+
+Transport: mutual TLS only (``KafkaTLS``). Plaintext exists solely behind
+``FERRY_KAFKA__INSECURE_PLAINTEXT=true`` and logs a warning every time a bus starts.
+``KafkaSettings()`` built without an explicit ``tls`` takes it from the FERRY_KAFKA__TLS_*
+environment (``tls_from_environment``): the one place the adapter reads the environment, so
+every bus a tool, test or bench builds is as secure as the services' buses.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+import functools
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import structlog
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (ClusterAuthorizationFailedError, CommitFailedError, GroupAuthorizationFailedError,
+                             IllegalStateError, KafkaError, TopicAuthorizationFailedError)
 
 from shared.bus.port import OnAssign, Record, TopicPartition
-from shared.errors import TransientError
+from shared.errors import ConfigurationError, TransientError
 from shared.topics import TopicSpec
+
+
+_AUTHORIZATION_FAILED = (ClusterAuthorizationFailedError, TopicAuthorizationFailedError,
+                         GroupAuthorizationFailedError)
+
+
+@dataclass(frozen=True)
+class KafkaTLS:
+    """How a client proves who it is and checks the broker: a CA file and a certificate/key
+    pair issued by that CA (``ferry certs``; see shared/pki.py)."""
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    check_hostname: bool = True
+    insecure_plaintext: bool = False   # development only; warns loudly
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """aiokafka keyword arguments (security_protocol, ssl_context)."""
+        return _client_kwargs(self)
+
+
+@functools.lru_cache(maxsize=32)
+def _client_kwargs(tls: KafkaTLS) -> dict[str, Any]:
+    if tls.insecure_plaintext:
+        return {"security_protocol": "PLAINTEXT"}
+    missing = [env for env, value in (("FERRY_KAFKA__TLS_CA_FILE", tls.ca_file),
+                                      ("FERRY_KAFKA__TLS_CERT_FILE", tls.cert_file),
+                                      ("FERRY_KAFKA__TLS_KEY_FILE", tls.key_file)) if not value]
+    if missing:
+        raise ConfigurationError(
+            f"kafka TLS is not configured: {', '.join(missing)} not set. Ferry talks to Kafka over "
+            f"mutual TLS only: issue certificates with `ferry certs` (or, on a dev machine, "
+            f"eval \"$(ferry kafka env)\"), or set FERRY_KAFKA__INSECURE_PLAINTEXT=true for a "
+            f"development broker without TLS")
+    for name, path in (("tls_ca_file", tls.ca_file), ("tls_cert_file", tls.cert_file),
+                       ("tls_key_file", tls.key_file)):
+        if not Path(path).is_file():
+            raise ConfigurationError(f"kafka {name}: {path} is not a readable file")
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigurationError(f"kafka TLS files {tls.cert_file} / {tls.key_file} (CA {tls.ca_file}) "
+                                 f"are unusable: {exc}") from exc
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = tls.check_hostname
+    return {"security_protocol": "SSL", "ssl_context": ctx}
+
+
+def tls_from_environment(role: str | None = None) -> KafkaTLS:
+    """The FERRY_KAFKA__* TLS settings (shared.settings.KafkaGroup) of this process; ``role``
+    picks ``<role>.crt`` from FERRY_KAFKA__TLS_CERT_DIR when no certificate file is named."""
+    from shared.settings import kafka_group_from_environment  # settings imports this module
+
+    return kafka_group_from_environment().tls(role)
+
+
+def _warn_if_plaintext(tls: KafkaTLS, bootstrap: str, client_id: str) -> None:
+    if tls.insecure_plaintext:
+        structlog.get_logger().warning(
+            "kafka.INSECURE_PLAINTEXT", bootstrap=bootstrap, client_id=client_id,
+            danger="FERRY_KAFKA__INSECURE_PLAINTEXT=true: Kafka traffic is neither encrypted nor "
+                   "authenticated; anyone on the network can read and forge every message. "
+                   "Development only.")
 
 
 @dataclass(frozen=True)
@@ -32,6 +108,7 @@ class KafkaSettings:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     replication_factor: int = 1
+    tls: KafkaTLS = field(default_factory=tls_from_environment)
 
 
 class KafkaBus:
@@ -41,12 +118,18 @@ class KafkaBus:
 
     async def start(self) -> None:
         s = self._settings
+        _warn_if_plaintext(s.tls, s.bootstrap, s.client_id)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=s.bootstrap, client_id=s.client_id, acks="all",
             enable_idempotence=True, linger_ms=s.linger_ms, max_request_size=s.max_request_bytes,
+            **s.tls.client_kwargs(),
         )
         try:
             await self._producer.start()
+        except _AUTHORIZATION_FAILED as exc:
+            await self._producer.stop()
+            raise ConfigurationError(f"kafka at {s.bootstrap} refused this client's identity "
+                                     f"({s.tls.cert_file}): {exc}; its role has no ACL for this") from exc
         except KafkaError as exc:
             await self._producer.stop()
             raise TransientError(f"kafka at {s.bootstrap} unavailable: {exc}") from exc
@@ -58,7 +141,8 @@ class KafkaBus:
 
     async def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.bootstrap,
-                                    client_id=f"{self._settings.client_id}-admin")
+                                    client_id=f"{self._settings.client_id}-admin",
+                                    **self._settings.tls.client_kwargs())
         await admin.start()
         try:
             existing = set(await admin.list_topics())
@@ -94,7 +178,8 @@ class KafkaBus:
 
     async def read_all(self, topic: str) -> list[Record]:
         consumer = AIOKafkaConsumer(bootstrap_servers=self._settings.bootstrap, group_id=None,
-                                    enable_auto_commit=False, client_id=f"{self._settings.client_id}-scan")
+                                    enable_auto_commit=False, client_id=f"{self._settings.client_id}-scan",
+                                    **self._settings.tls.client_kwargs())
         await consumer.start()
         try:
             partitions = consumer.partitions_for_topic(topic)
@@ -151,6 +236,7 @@ class KafkaConsumer:
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             fetch_max_bytes=max(52_428_800, settings.max_request_bytes),
             max_partition_fetch_bytes=max(1_048_576, settings.max_request_bytes),
+            **settings.tls.client_kwargs(),
         )
 
     async def start(self) -> None:

@@ -5,7 +5,12 @@ No Docker and no Kafka tarball: the broker's jars are resolved from Maven Centra
 the repository, and ``kafka.Kafka`` runs directly on ``java`` (17+). Stdlib only, so it
 works before the project's dependencies are installed.
 
-CLI: ``python -m shared.devtools.kafka_broker {fetch,up,down,status}``.
+Security: the only client listener is mutual TLS (certificates from ``shared.pki``, made once
+per data dir under ``<dir>/pki`` unless one is given), the controller listener too, and the
+StandardAuthorizer enforces the federation's ACLs (``shared.kafka_acls``) with ``admin`` and
+``broker`` as super users. Generating certificates needs ``cryptography``; ``fetch`` does not.
+
+CLI: ``python -m shared.devtools.kafka_broker {fetch,up,down,status,env}``.
 Env: ``FERRY_KAFKA_CACHE`` (jar cache root), ``FERRY_KAFKA_JVM_OPTS`` (extra JVM flags),
 ``FERRY_KAFKA_CDS=0`` (disable the class-data-sharing archive, see ``_cds_flags``).
 """
@@ -17,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -57,6 +63,21 @@ class BrokerHandle:
     data_dir: Path
     pid: int
     log_path: Path
+    pki_dir: Path
+
+    def client_env(self, role: str = "admin") -> dict[str, str]:
+        """FERRY_KAFKA__* settings for a client of this broker (see shared/settings.py)."""
+        return {"FERRY_KAFKA__BOOTSTRAP": self.bootstrap,
+                "FERRY_KAFKA__TLS_CA_FILE": str(self.pki_dir / "ca.crt"),
+                "FERRY_KAFKA__TLS_CERT_FILE": str(self.pki_dir / f"{role}.crt"),
+                "FERRY_KAFKA__TLS_KEY_FILE": str(self.pki_dir / f"{role}.key"),
+                "FERRY_KAFKA__TLS_CERT_DIR": str(self.pki_dir)}
+
+    def ssl_context(self, role: str = "admin"):
+        from shared.kafka_acls import client_context
+
+        return client_context(str(self.pki_dir / "ca.crt"), str(self.pki_dir / f"{role}.crt"),
+                              str(self.pki_dir / f"{role}.key"))
 
 
 def _tail(text: str, lines: int = 40) -> str:
@@ -159,14 +180,30 @@ def _cluster_id() -> str:
             return cid
 
 
-def _properties(port: int, cport: int, logs: Path) -> str:
+def _pem_value(path: Path) -> str:
+    # java.util.Properties turns "\\n" back into a newline; Kafka parses inline PEM.
+    return path.read_text().strip().replace("\n", "\\n")
+
+
+def _properties(port: int, cport: int, logs: Path, pki: Path) -> str:
+    from shared.pki import PRINCIPAL_MAPPING_RULES
+
     props = {
         "process.roles": "broker,controller", "node.id": 1,
         "controller.quorum.bootstrap.servers": f"127.0.0.1:{cport}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
-        "controller.listener.names": "CONTROLLER", "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listeners": f"SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+        "advertised.listeners": f"SSL://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER", "inter.broker.listener.name": "SSL",
+        "listener.security.protocol.map": "CONTROLLER:SSL,SSL:SSL",
+        # Mutual TLS everywhere, the controller listener included (a plaintext controller
+        # port would let anyone on the host in as ANONYMOUS, which would have to be a super user).
+        "ssl.client.auth": "required", "ssl.protocol": "TLSv1.3", "ssl.enabled.protocols": "TLSv1.3",
+        "ssl.keystore.type": "PEM", "ssl.keystore.certificate.chain": _pem_value(pki / "broker.crt"),
+        "ssl.keystore.key": _pem_value(pki / "broker.key"),
+        "ssl.truststore.type": "PEM", "ssl.truststore.location": pki / "ca.crt",
+        "ssl.principal.mapping.rules": PRINCIPAL_MAPPING_RULES,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": "User:broker;User:admin", "allow.everyone.if.no.acl.found": "false",
         "log.dirs": logs, "num.partitions": 3, "auto.create.topics.enable": "true",
         "offsets.topic.replication.factor": 1, "transaction.state.log.replication.factor": 1,
         "transaction.state.log.min.isr": 1, "share.coordinator.state.topic.replication.factor": 1,
@@ -189,46 +226,43 @@ def _locked(path: Path) -> bool:
     return False
 
 
-def _request(sock: socket.socket, api_key: int, version: int, body: bytes) -> bytes:
-    hdr = struct.pack(">hhih", api_key, version, 1, 5) + b"ferry"  # request header v1
-    sock.sendall(struct.pack(">i", len(hdr) + len(body)) + hdr + body)
-    buf = b""
-    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("broker closed the connection")
-        buf += chunk
-    return buf[8:]  # drop size and correlation id
-
-
-def _probe(port: int) -> bool:
+def _probe(port: int, ctx) -> bool:
     """True once the broker answers ApiVersions and lists itself in Metadata. A TCP connect
     is not enough: KRaft binds its listener early but serves requests, and reports itself
     live, only once caught up and unfenced -- when it logs "Kafka Server started"."""
+    from shared.kafka_acls import request
+
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-            s.settimeout(2)
-            if struct.unpack(">h", _request(s, 18, 0, b"")[:2])[0] != 0:  # ApiVersions v0
-                return False
-            # Metadata v4 (the oldest 4.x still serves): no topics, no auto-create.
-            resp = _request(s, 3, 4, struct.pack(">ib", 0, 0))
-            return struct.unpack(">i", resp[4:8])[0] >= 1  # after throttle_time_ms: #brokers
-    except (OSError, struct.error):
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.settimeout(2)
+                if struct.unpack(">h", request(s, 18, 0, b"")[:2])[0] != 0:  # ApiVersions v0
+                    return False
+                # Metadata v4 (the oldest 4.x still serves): no topics, no auto-create.
+                resp = request(s, 3, 4, struct.pack(">ib", 0, 0))
+                return struct.unpack(">i", resp[4:8])[0] >= 1  # after throttle_time_ms: #brokers
+    except (OSError, struct.error):  # ssl.SSLError is an OSError
         return False
 
 
 def start_broker(data_dir: Path, port: int | None = None, *, startup_timeout_s: float = 90.0,
-                 detach: bool = False) -> BrokerHandle:
+                 detach: bool = False, pki_dir: Path | None = None) -> BrokerHandle:
     """Format (if needed) and start a broker+controller; return once it serves requests.
 
     Storage in ``data_dir`` is reused when it was formatted for the same version and ports
     (so ``up`` after ``down`` keeps topics); otherwise it is wiped and formatted afresh,
     because ``format --standalone`` bakes the controller endpoint into the metadata log.
     ``detach`` gives the JVM its own session so it outlives the caller and its Ctrl-C.
+    ``pki_dir``: the CA and certificates (``shared.pki.dev_pki`` layout); default
+    ``<data_dir>/pki``, created on first use. The federation's ACLs are applied once ready.
     """
+    from shared.kafka_acls import apply_acls, federation_acls
+    from shared.pki import dev_pki
+
     libs = ensure_artifacts()
     data_dir = Path(data_dir).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    pki = dev_pki(Path(pki_dir).expanduser().resolve() if pki_dir else data_dir / "pki")
     logs, fmt_file = data_dir / "kafka-logs", data_dir / "format.json"
     props, log_path = data_dir / "server.properties", data_dir / "broker.log"
     prev = json.loads(fmt_file.read_text()) if fmt_file.is_file() else {}
@@ -245,7 +279,8 @@ def start_broker(data_dir: Path, port: int | None = None, *, startup_timeout_s: 
     else:
         a, b = _free_port_pair()
         port, cport = (port, a if a != port else b) if port else (a, b)
-    props.write_text(_properties(port, cport, logs))
+    props.touch(mode=0o600)  # it holds the broker's private key
+    props.write_text(_properties(port, cport, logs, pki))
     cds = _cds_flags(libs, data_dir)
     if fresh:
         shutil.rmtree(logs, ignore_errors=True)
@@ -264,9 +299,10 @@ def start_broker(data_dir: Path, port: int | None = None, *, startup_timeout_s: 
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=data_dir, start_new_session=detach)
     _CHILDREN[proc.pid] = proc
-    handle = BrokerHandle(f"127.0.0.1:{port}", port, cport, data_dir, proc.pid, log_path)
+    handle = BrokerHandle(f"127.0.0.1:{port}", port, cport, data_dir, proc.pid, log_path, pki)
+    ctx = handle.ssl_context("admin")
     deadline = time.monotonic() + startup_timeout_s
-    while not _probe(port):
+    while not _probe(port, ctx):
         died = proc.poll() is not None
         if died or time.monotonic() > deadline:
             _terminate(proc.pid, 5.0)
@@ -276,6 +312,11 @@ def start_broker(data_dir: Path, port: int | None = None, *, startup_timeout_s: 
             raise BrokerError(f"Kafka broker {why}; log {log_path}:\n"
                               f"{_tail(log_path.read_text(errors='replace'), 60)}")
         time.sleep(0.1)
+    try:
+        apply_acls("127.0.0.1", port, ctx, federation_acls())
+    except (OSError, RuntimeError) as exc:
+        _terminate(proc.pid, 5.0)
+        raise BrokerError(f"could not apply the federation's ACLs: {exc}") from exc
     return handle
 
 
@@ -341,7 +382,7 @@ def _load_state(state_file: Path) -> BrokerHandle | None:
     try:
         raw = json.loads(state_file.read_text())
         h = BrokerHandle(**{**raw, "data_dir": Path(raw["data_dir"]),
-                            "log_path": Path(raw["log_path"])})
+                            "log_path": Path(raw["log_path"]), "pki_dir": Path(raw["pki_dir"])})
     except (OSError, ValueError, TypeError, KeyError):
         return None
     try:  # guard against PID reuse before trusting (and later signalling) a stored pid
@@ -357,12 +398,17 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Local single-node Kafka broker for Ferry.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("fetch", help="download the broker jars (once)")
-    for name in ("up", "down", "status"):
-        p = sub.add_parser(name)
+    for name in ("up", "down", "status", "env"):
+        p = sub.add_parser(name, help={"env": "print the FERRY_KAFKA__* settings (shell exports) "
+                                              "a client of the running broker needs"}.get(name))
         p.add_argument("--dir", type=Path, default=_DEFAULT_UP_DIR, help="broker data dir")
         if name == "up":
-            p.add_argument("--port", type=int, default=None, help="PLAINTEXT port (default free)")
+            p.add_argument("--port", type=int, default=None, help="TLS port (default free)")
             p.add_argument("--timeout", type=float, default=90.0, help="start-up timeout (s)")
+            p.add_argument("--pki-dir", type=Path, default=None,
+                           help="CA and certificates (default <dir>/pki, generated on first use)")
+        if name == "env":
+            p.add_argument("--role", default="admin", help="whose certificate (admin, party, splitter, ...)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "fetch":
@@ -374,6 +420,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running pid={running.pid} bootstrap={running.bootstrap}" if running
                   else "not running")
             return 0 if running else 1
+        if args.cmd == "env":
+            if not running:
+                print("error: broker not running (ferry kafka up)", file=sys.stderr)
+                return 1
+            for k, v in running.client_env(args.role).items():
+                print(f"export {k}={shlex.quote(v)}")
+            return 0
         if args.cmd == "down":
             if running:
                 stop_broker(running)
@@ -383,9 +436,11 @@ def main(argv: list[str] | None = None) -> int:
         if running:
             print(f"already running (pid {running.pid}, log {running.log_path})", file=sys.stderr)
         else:
-            running = start_broker(args.dir, args.port, startup_timeout_s=args.timeout, detach=True)
+            running = start_broker(args.dir, args.port, startup_timeout_s=args.timeout, detach=True,
+                                   pki_dir=args.pki_dir)
             state_file.write_text(json.dumps(asdict(running), default=str, indent=1))
         print(running.bootstrap)
+        print(f"TLS only; for clients: eval \"$(ferry kafka env --dir {args.dir})\"", file=sys.stderr)
         return 0
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr)

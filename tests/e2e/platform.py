@@ -108,7 +108,8 @@ class Platform:
 
     def _spawn(self, name: str, work_dir: Path) -> ServiceProcess:
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
+        # FERRY_KAFKA__* stays: it carries the session broker's TLS settings (kafka_bootstrap).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_") or k.startswith("FERRY_KAFKA__")}
         env |= {"FERRY_KAFKA__BOOTSTRAP": self.bootstrap, "FERRY_HTTP__PORT": str(port),
                 "FERRY_SCHEDULER__WORK_DIR": str(work_dir),
                 "FERRY_MONITOR__STATE_DIR": str(self.root_dir / "monitor"),
