@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml examples/plugins/*/pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: install demo test kafka-up kafka-down proto bench-quick clean
+.PHONY: install demo test kafka-up kafka-down proto bench-quick clean container-tools images compose-up compose-down
 
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ install: $(STAMP)
 demo: install
 	$(PY) -m services.cli demo
 
-test: install
+test: install container-tools
 	$(PY) -m shared.devtools.kafka_broker fetch
 	$(PY) -m pytest -q -p no:cacheprovider
 
@@ -31,6 +31,21 @@ kafka-up: install
 
 kafka-down: install
 	$(PY) -m shared.devtools.kafka_broker down
+
+# Docker, docker-compose and debootstrap from Debian (the compose test and `make images` use them).
+container-tools:
+	@command -v dockerd >/dev/null && command -v docker-compose >/dev/null && command -v debootstrap >/dev/null \
+	  || (apt-get update && apt-get install -y --no-install-recommends docker.io docker-compose debootstrap)
+
+# Base images from debootstrap, Kafka from Maven Central jars, Ferry multi-stage: nothing pulled.
+images: install container-tools
+	$(PY) -m shared.devtools.containers build
+
+compose-up: install container-tools
+	$(PY) -m shared.devtools.containers up
+
+compose-down: install
+	$(PY) -m shared.devtools.containers down
 
 proto: install
 	$(PY) -m shared.wire.codegen

@@ -558,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             handle = start_broker(Path(tmp) / "kafka")
             broker_s = time.perf_counter() - t0
+            # TLS for every bus built below (the broker is TLS-only); the bench connects as admin.
+            os.environ.update({k: v for k, v in handle.client_env().items() if k != "FERRY_KAFKA__BOOTSTRAP"})
             bootstrap = handle.bootstrap
             print(f"kafka broker at {bootstrap} (started in {broker_s:.1f} s)", flush=True)
         else:

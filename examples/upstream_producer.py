@@ -8,17 +8,25 @@ is the serialized FlowSubmitted. The verdict comes back as TaskPlanned events
 on `ferry.tasks.planned` or a FlowRejected on `ferry.flows.rejected` (key =
 flow id), listing every offending field.
 
-    python examples/upstream_producer.py --bootstrap 127.0.0.1:9092 --flow-id my-flow-1
+The broker speaks mutual TLS only: the upstream system holds a certificate with role
+``upstream`` from the federation's CA (`ferry certs issue upstream-erp --role upstream`),
+which the ACLs allow to write flows and read verdicts, nothing else.
+
+    python examples/upstream_producer.py --bootstrap 127.0.0.1:9092 --flow-id my-flow-1 \
+        --ca ca.crt --cert upstream-erp.crt --key upstream-erp.key
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 import uuid
+from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.helpers import create_ssl_context
 from google.protobuf import struct_pb2
 
 from shared.wire.pb import envelope_pb2, flow_pb2
@@ -44,8 +52,10 @@ def envelope_for(flow: flow_pb2.FlowSubmitted) -> bytes:
     ).SerializeToString()
 
 
-async def submit(bootstrap: str, flow: flow_pb2.FlowSubmitted) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+async def submit(bootstrap: str, flow: flow_pb2.FlowSubmitted, ca: str, cert: str, key: str) -> None:
+    tls = create_ssl_context(cafile=ca, certfile=cert, keyfile=key)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                security_protocol="SSL", ssl_context=tls, request_timeout_ms=30_000)
     await producer.start()
     try:
         await producer.send_and_wait("ferry.flows", envelope_for(flow), key=flow.flow_id.encode())
@@ -57,8 +67,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--flow-id", default=f"upstream-{uuid.uuid4().hex[:8]}")
+    # Defaults from a Ferry dev machine's environment (`eval "$(ferry kafka env)"`).
+    cert_dir = Path(os.environ.get("FERRY_KAFKA__TLS_CERT_DIR", "."))
+    parser.add_argument("--ca", default=os.environ.get("FERRY_KAFKA__TLS_CA_FILE", str(cert_dir / "ca.crt")))
+    parser.add_argument("--cert", default=str(cert_dir / "upstream.crt"), help="client certificate, role upstream")
+    parser.add_argument("--key", default=str(cert_dir / "upstream.key"))
     args = parser.parse_args()
-    asyncio.run(submit(args.bootstrap, noop_flow(args.flow_id)))
+    asyncio.run(submit(args.bootstrap, noop_flow(args.flow_id), args.ca, args.cert, args.key))
     print(f"submitted {args.flow_id} to {args.bootstrap}")
 
 

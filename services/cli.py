@@ -32,6 +32,12 @@ def _kafka(args: argparse.Namespace) -> int:
     return broker_main(args.rest)
 
 
+def _certs(args: argparse.Namespace) -> int:
+    from services.certs_cli import main as certs_main
+
+    return certs_main(args.rest)
+
+
 def _data(args: argparse.Namespace) -> int:
     from services.executor.data.cli import main as data_main
 
@@ -70,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run: first import the demo's breast-cancer parties into --work-dir")
     flow.set_defaults(run=_flow)
     for name, handler, help_text in (("kafka", _kafka, "fetch, start or stop the development Kafka broker"),
-                                     ("data", _data, "import or inspect a party's LMDB data")):
+                                     ("data", _data, "import or inspect a party's LMDB data"),
+                                     ("certs", _certs, "make the federation's CA and Kafka TLS certificates, "
+                                                       "broker TLS properties and ACLs")):
         p = sub.add_parser(name, help=help_text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(run=handler)

@@ -24,6 +24,11 @@ from dataclasses import dataclass
 
 from shared.topics import CATALOGUE, TopicSpec
 
+ORGANISATION = "Ferry"
+# Certificate subject -> principal: RFC 2253 names, as Kafka sees them (most specific first);
+# CN=hospital-a,OU=party,O=Ferry becomes User:party.
+PRINCIPAL_MAPPING_RULES = f"RULE:^CN=[^,]+,OU=([^,]+),O={ORGANISATION}$/$1/,DEFAULT"
+
 # Kafka's enum codes (org.apache.kafka.common.{resource,acl}).
 TOPIC, GROUP = 2, 3
 LITERAL, PREFIXED = 3, 4

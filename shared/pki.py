@@ -23,12 +23,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-ORGANISATION = "Ferry"
+from shared.kafka_acls import ORGANISATION, PRINCIPAL_MAPPING_RULES  # noqa: F401  (re-exported)
+
 # Roles the ACLs know. "admin" and "broker" are Kafka super users; anything else (e.g. a
 # certificate issued with role "guest") authenticates but is allowed nothing.
 ROLES = ("broker", "admin", "splitter", "scheduler", "monitor", "party", "upstream", "guest")
-# RFC 2253 names, as Kafka sees them: most specific first.
-PRINCIPAL_MAPPING_RULES = f"RULE:^CN=[^,]+,OU=([^,]+),O={ORGANISATION}$/$1/,DEFAULT"
 _CA_DAYS, _LEAF_DAYS = 3650, 825
 
 

@@ -65,13 +65,16 @@ class BrokerHandle:
     log_path: Path
     pki_dir: Path
 
-    def client_env(self, role: str = "admin") -> dict[str, str]:
-        """FERRY_KAFKA__* settings for a client of this broker (see shared/settings.py)."""
-        return {"FERRY_KAFKA__BOOTSTRAP": self.bootstrap,
-                "FERRY_KAFKA__TLS_CA_FILE": str(self.pki_dir / "ca.crt"),
-                "FERRY_KAFKA__TLS_CERT_FILE": str(self.pki_dir / f"{role}.crt"),
-                "FERRY_KAFKA__TLS_KEY_FILE": str(self.pki_dir / f"{role}.key"),
-                "FERRY_KAFKA__TLS_CERT_DIR": str(self.pki_dir)}
+    def client_env(self, role: str | None = None) -> dict[str, str]:
+        """FERRY_KAFKA__* settings for clients of this broker (see shared/settings.py). Without
+        ``role``, the certificate folder: each process then presents its own role's pair
+        (services their name, executors ``party``, anything else ``admin``)."""
+        env = {"FERRY_KAFKA__BOOTSTRAP": self.bootstrap,
+               "FERRY_KAFKA__TLS_CA_FILE": str(self.pki_dir / "ca.crt")}
+        if role is None:
+            return env | {"FERRY_KAFKA__TLS_CERT_DIR": str(self.pki_dir)}
+        return env | {"FERRY_KAFKA__TLS_CERT_FILE": str(self.pki_dir / f"{role}.crt"),
+                      "FERRY_KAFKA__TLS_KEY_FILE": str(self.pki_dir / f"{role}.key")}
 
     def ssl_context(self, role: str = "admin"):
         from shared.kafka_acls import client_context
@@ -408,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--pki-dir", type=Path, default=None,
                            help="CA and certificates (default <dir>/pki, generated on first use)")
         if name == "env":
-            p.add_argument("--role", default="admin", help="whose certificate (admin, party, splitter, ...)")
+            p.add_argument("--role", default=None, help="one certificate for every process (admin, party, "
+                                                        "splitter, ...); default: each its own role's")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "fetch":
