@@ -1,9 +1,9 @@
 """Build Ferry's container images without pulling anything, and run a private Docker daemon.
 
 Nothing comes from a container registry (none is reachable on air-gapped sites):
-- base root file systems come from Debian packages with ``debootstrap --variant=minbase`` and
-  are ``docker import``-ed: ``ferry-base-python`` (python3, venv) and ``ferry-base-jre``
-  (python3 + openjdk-17-jre-headless, for the broker and its health check);
+- the base root file system comes from Debian packages with ``debootstrap --variant=minbase``
+  and is ``docker import``-ed as ``ferry-base-python`` (python3, venv); ``ferry-base-jre`` adds
+  Debian's openjdk-17-jre-headless to it (deploy/images/jre.Dockerfile) for the broker;
 - ``ferry-kafka`` adds the Kafka jars that shared.devtools.kafka_broker fetches from Maven
   Central, and deploy/images/kafka_entrypoint.py;
 - ``ferry`` is deploy/Dockerfile (multi-stage; ``TORCH_INDEX_URL`` build argument).
@@ -38,7 +38,6 @@ MIRROR = os.environ.get("FERRY_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
 BASES = {  # image name -> packages on top of minbase
     "ferry-base-python": ("python3", "python3-venv", "ca-certificates"),
-    "ferry-base-jre": ("python3", "ca-certificates", "openjdk-17-jre-headless"),
 }
 TAG = SUITE
 
@@ -163,6 +162,13 @@ def _rootfs_tarball(name: str, packages: tuple[str, ...]) -> Path:
 
 def ensure_base(name: str) -> str:
     ref = f"{name}:{TAG}"
+    if name == "ferry-base-jre":
+        if not _image_exists(ref):
+            python = ensure_base("ferry-base-python")
+            with tempfile.TemporaryDirectory(prefix="ferry-jre-ctx-") as ctx:
+                _run(["docker", "build", "--force-rm", "--network", "host", "-t", ref, "--build-arg", f"BASE={python}",
+                      "-f", str(ROOT / "deploy/images/jre.Dockerfile"), ctx], timeout=1800, env=docker_env())
+        return ref
     if not _image_exists(ref):
         tarball = _rootfs_tarball(name, BASES[name])
         with open(tarball, "rb") as f:
@@ -186,14 +192,14 @@ def build_kafka_image() -> str:
         for f in ("__init__.py", "topics.py", "kafka_acls.py"):
             shutil.copy(ROOT / "shared" / f, ctx / "shared" / f)
         shutil.copy(ROOT / "deploy/images/kafka_entrypoint.py", ctx / "kafka_entrypoint.py")
-        _run(["docker", "build", "-t", ref, "--build-arg", f"BASE={base}", "-f",
+        _run(["docker", "build", "--force-rm", "--network", "host", "-t", ref, "--build-arg", f"BASE={base}", "-f",
               str(ROOT / "deploy/images/kafka.Dockerfile"), str(ctx)], timeout=1800, env=docker_env())
     return ref
 
 
 def build_ferry_image(torch_index_url: str = "") -> str:
     base = ensure_base("ferry-base-python")
-    _run(["docker", "build", "-t", "ferry:latest", "--build-arg", f"BASE={base}",
+    _run(["docker", "build", "--force-rm", "--network", "host", "-t", "ferry:latest", "--build-arg", f"BASE={base}",
           "--build-arg", f"TORCH_INDEX_URL={torch_index_url}", "-f", str(ROOT / "deploy/Dockerfile"), str(ROOT)],
          timeout=3600, env=docker_env())
     return "ferry:latest"
@@ -214,6 +220,9 @@ def compose_pki(directory: Path) -> Path:
     from shared.pki import dev_pki
 
     dev_pki(directory)
+    # The CA key never goes into a container: it would let a compromised service mint identities.
+    if (directory / "ca.key").exists():
+        os.replace(directory / "ca.key", directory.parent / f"{directory.name}-ca.key")
     for path in [directory, *directory.iterdir()]:
         os.chown(path, 65534, 65534)
     return directory
