@@ -14,12 +14,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.errors import FerryError
 
 
-def build_app(service: str, health: Callable[[], dict], router: APIRouter | None = None) -> FastAPI:
+def build_app(service: str, health: Callable[[], dict], router: APIRouter | None = None,
+              ready: Callable[[], dict] | None = None) -> FastAPI:
     app = FastAPI(title=f"Ferry {service}", version="1")
 
-    @app.get("/healthz")
+    @app.get("/healthz", summary="Liveness: the process serves (200), else 503",
+             responses={503: {"description": "the service is broken and should be restarted"}})
     async def healthz() -> JSONResponse:
         status = health()
+        return JSONResponse(status, status_code=200 if status.get("ok") else 503)
+
+    @app.get("/readyz", summary="Readiness: broker reachable, consumer assigned, state restored (200), else 503",
+             responses={503: {"description": "not ready; `checks` names what fails"}})
+    async def readyz() -> JSONResponse:
+        status = ready() if ready is not None else health()
         return JSONResponse(status, status_code=200 if status.get("ok") else 503)
 
     @app.exception_handler(FerryError)

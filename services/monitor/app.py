@@ -25,6 +25,7 @@ from shared.errors import MalformedMessage
 from shared.events import CommandKind, StateChanged, TaskCommand
 from shared.messaging import DeadLetters, EventPublisher
 from shared.metrics import ANOMALIES, CONSUMED, TRANSITIONS
+from shared.readiness import Readiness
 from shared.settings import FerrySettings
 from shared.wire import codec
 
@@ -42,6 +43,8 @@ class MonitorService:
         self._store = store
         self.state: MonitorState = restore(store.snapshots(), max_attempts)
         self._offsets = store.offsets()
+        self.readiness = Readiness(bus, clock)
+        self.readiness.restored = True  # restore() above folded every stored snapshot
         self.publisher = EventPublisher(bus, self.name, clock)
         self._dead_letters = DeadLetters(self.publisher, self.name, clock)
         self._log = structlog.get_logger(service=self.name)
@@ -103,6 +106,7 @@ class MonitorService:
         consumer = self._bus.consumer([t.name for t in INPUT_TOPICS], group_id="ferry-monitor",
                                       client_id="monitor", on_assign=self._positions)
         await consumer.start()
+        self.readiness.watch(consumer)
         try:
             while not stop.is_set():
                 records = await consumer.poll(0.2, max_records=2000)

@@ -19,6 +19,7 @@ from shared.clock import Clock
 from shared.events import Envelope, JobAction, JobEvent, Observation
 from shared.messaging import DeadLetters, EventPublisher, consume
 from shared.metrics import TASKS_DISPATCHED
+from shared.readiness import Readiness
 from shared.retry import BackoffPolicy
 from shared.settings import FerrySettings
 from shared.wire import codec
@@ -41,6 +42,7 @@ class SchedulerService:
         self.publisher = EventPublisher(bus, self.name, clock)
         self.runner: Runner = runner_factory(self._observe)
         self.state = SchedulerState()
+        self.readiness = Readiness(bus, clock)
         self._log = structlog.get_logger(service=self.name)
 
     async def _observe(self, observation: Observation) -> None:
@@ -112,13 +114,20 @@ class SchedulerService:
     async def run(self, stop: asyncio.Event) -> None:
         await self._bus.ensure_topics(topics.CATALOGUE)
         positions, pending = await self.rebuild()
-        await asyncio.gather(*(self._execute(c) for c in pending))
+        # Adopt first (the local runner's leases, the Kubernetes runner's list+watch of its
+        # Jobs): a replayed dispatch of an executor that still runs must not start it twice.
         start = getattr(self.runner, "start", None)
-        if start is not None:  # the Kubernetes runner's watcher: see Jobs left by an earlier run at once
+        if start is not None:
             await start()
+        await asyncio.gather(*(self._execute(c) for c in pending))
+        settle = getattr(self.runner, "settle", None)
+        if settle is not None:  # ends of adopted executors no replayed dispatch claimed
+            await settle()
         consumer = self._bus.consumer(list(INPUT_TOPICS), group_id="ferry-scheduler", client_id="scheduler",
                                       on_assign=lambda tps: {tp: positions.get(tp, 0) for tp in tps})
         await consumer.start()
+        self.readiness.restored = True
+        self.readiness.watch(consumer)
         try:
             await consume(consumer, self.handle, dead_letters=DeadLetters(self.publisher, self.name, self._clock),
                           stop=stop, clock=self._clock, service=self.name, retry=self._retry)
@@ -132,6 +141,7 @@ class SchedulerService:
 
 def build(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
     from services.scheduler.adapters.launchers import LocalProcessLauncher
+    from services.scheduler.adapters.leases import LeasingLauncher
 
     if settings.scheduler.runner == "kubernetes":
         return _kubernetes(settings, bus, clock)
@@ -139,7 +149,8 @@ def build(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
     base_env["FERRY_KAFKA__BOOTSTRAP"] = settings.kafka.bootstrap
     base_env["FERRY_BUS__KIND"] = "kafka"
     base_env.setdefault("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))  # executors share the node
-    launcher = LocalProcessLauncher(Path(settings.scheduler.work_dir), base_env)
+    work_dir = Path(settings.scheduler.work_dir)
+    launcher = LeasingLauncher(LocalProcessLauncher(work_dir, base_env), work_dir, settings.scheduler.adopt_poll_s)
     return SchedulerService(bus, clock, lambda observe: SupervisedRunner(launcher, observe, clock),
                             settings.retry.policy())
 

@@ -23,6 +23,7 @@ from shared.errors import MalformedMessage
 from shared.events import Envelope, FieldError, FlowRejected, FlowSubmitted
 from shared.messaging import DeadLetters, EventPublisher, consume
 from shared.metrics import FLOWS_SPLIT
+from shared.readiness import Readiness
 from shared.retry import BackoffPolicy
 from shared.settings import FerrySettings
 from shared.wire import codec
@@ -48,6 +49,7 @@ class SplitterService:
         self._retry = retry
         self.publisher = EventPublisher(bus, self.name, clock)
         self.decided: set[str] = set()
+        self.readiness = Readiness(bus, clock)
         self._log = structlog.get_logger(service=self.name)
 
     async def _recall_decided_flows(self) -> None:
@@ -97,8 +99,10 @@ class SplitterService:
     async def run(self, stop: asyncio.Event) -> None:
         await self._bus.ensure_topics(topics.CATALOGUE)
         await self._recall_decided_flows()
+        self.readiness.restored = True
         consumer = self._bus.consumer([topics.FLOWS.name], group_id="ferry-splitter", client_id="splitter")
         await consumer.start()
+        self.readiness.watch(consumer)
         try:
             await consume(consumer, self.handle, dead_letters=DeadLetters(self.publisher, self.name, self._clock),
                           stop=stop, clock=self._clock, service=self.name, retry=self._retry,
