@@ -34,6 +34,7 @@ class Readiness:
         self.checked_at_ms = 0
         self.restored = False
         self.ready_since_ms = 0  # when the service last became ready (0: not ready)
+        self.probing = False      # run() is probing the broker (the process entry point starts it)
         self._log = structlog.get_logger()
 
     def watch(self, consumer: Consumer | None) -> None:
@@ -55,6 +56,7 @@ class Readiness:
         self._update_since()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.probing = True
         while not stop.is_set():
             await self.probe()
             try:
@@ -69,6 +71,12 @@ class Readiness:
             return bool(self._consumer.assignment())
         except Exception:
             return False
+
+    @property
+    def listening(self) -> bool:
+        """Whether the service hears its inputs now: in its group, and the broker answers
+        (assumed when nothing probes it, as in an embedded test)."""
+        return (self.broker_ok or not self.probing) and self._assigned()
 
     @property
     def ready(self) -> bool:

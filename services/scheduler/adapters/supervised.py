@@ -142,8 +142,10 @@ class SupervisedRunner:
             self._release(name)  # never started, or killed before it said anything: start it
         older = self._running.get(spec.algo_task_id)
         if older is not None and older.spec.attempt < spec.attempt:
-            # A retry of an attempt the monitor gave up on (lost): the old one must not run on.
-            await self._stop(older.spec, "cancel")
+            # A retry of an attempt the monitor gave up on (declared lost: hung, or cut off
+            # from the bus): the old one must not run on beside it. Its exit is stale news.
+            older.intent = "cancel"
+            older.handle.kill()
         if name not in self._started:
             self._started.add(name)
             await self._start(spec)
