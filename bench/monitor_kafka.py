@@ -432,6 +432,17 @@ async def bench(args, bootstrap: str, broker_pid: int | None, work: Path) -> dic
     }
 
 
+def _provenance() -> dict:
+    """The commit measured, and whether the tree had uncommitted changes (then it is not that commit)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "clean_tree": status == ""}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="~20k events, 10k tasks at restart (< 1 min)")
@@ -470,6 +481,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     m = result["median"]
     result.update({
+        **_provenance(),
         "broker": "external " + external if external else "shared.devtools.kafka_broker (single node, same machine)",
         "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "bench_wall_s": round(time.perf_counter() - t_all, 1),

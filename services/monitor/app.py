@@ -211,8 +211,10 @@ class MonitorService:
                         effect.task_id, "monitor", effect.reason)))
                 elif isinstance(effect, _NOT_APPLIED):
                     ANOMALIES.labels(type(effect).__name__).inc()
-                    self._log.info("monitor.not_applied", effect=type(effect).__name__,
-                                   reason=getattr(effect, "reason", ""), event_id=envelope.event_id)
+                    # Redelivered duplicates are routine under at-least-once: counted, not logged.
+                    if type(effect) is not DuplicateDropped:
+                        self._log.info("monitor.not_applied", effect=type(effect).__name__,
+                                       reason=getattr(effect, "reason", ""), event_id=envelope.event_id)
         return malformed
 
     def _send_outbox(self, batch: _Batch) -> None:
