@@ -78,6 +78,9 @@ class SupervisedRunner:
         await self._emit(spec, Phase.RUNNING)
         run.watcher = asyncio.create_task(self._watch(run), name=f"watch-{name}")
 
+    def running_specs(self) -> list[AlgorithmTaskSpec]:
+        return [run.spec for run in self._running.values()]
+
     async def start(self) -> None:
         """Adopt the executors an earlier supervisor left (a launcher with leases only)."""
         adopt = getattr(self._launcher, "adopt", None)
