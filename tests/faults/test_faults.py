@@ -40,21 +40,34 @@ def _seeds(n: int) -> list[int]:
     return [first + i for i in range(n)]
 
 
-@pytest.fixture(scope="module")
-def ledger(request):
-    """Every trial's seed and result; written to bench/results/faults.json in soak mode."""
-    rows: list[dict] = []
-    yield rows
-    if _soak(request.config) and rows:
+class Ledger(list):
+    """Every trial's seed and result; in soak mode bench/results/faults.json is rewritten after each
+    trial, so a soak cut short still leaves what it measured."""
+
+    def __init__(self, soak: bool):
+        super().__init__()
+        self.soak = soak
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        if self.soak:
+            self.write()
+
+    def write(self) -> None:
         def git(*args):
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        result = {"trials": len(rows), "failures": sum(1 for r in rows if not r["ok"]),
-                  "targets": sorted({r["target"] for r in rows}), "rows": rows,
+        result = {"trials": len(self), "failures": sum(1 for r in self if not r["ok"]),
+                  "targets": sorted({r["target"] for r in self}), "rows": list(self),
                   "commit": git("rev-parse", "--short", "HEAD"),
                   "clean_tree": git("status", "--porcelain", "--untracked-files=no") == ""}
         out = ROOT / "bench" / "results" / "faults.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+@pytest.fixture(scope="module")
+def ledger(request):
+    return Ledger(_soak(request.config))
 
 
 @pytest.fixture(scope="module")
