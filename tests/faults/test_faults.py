@@ -47,6 +47,13 @@ class Ledger(list):
     def __init__(self, soak: bool):
         super().__init__()
         self.soak = soak
+        # The code under test is the tree at the start; later edits must not relabel the results.
+        self.commit = self._git("rev-parse", "--short", "HEAD")
+        self.clean_tree = self._git("status", "--porcelain", "--untracked-files=no") == ""
+
+    @staticmethod
+    def _git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     def append(self, row: dict) -> None:
         super().append(row)
@@ -54,12 +61,9 @@ class Ledger(list):
             self.write()
 
     def write(self) -> None:
-        def git(*args):
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         result = {"trials": len(self), "failures": sum(1 for r in self if not r["ok"]),
                   "targets": sorted({r["target"] for r in self}), "rows": list(self),
-                  "commit": git("rev-parse", "--short", "HEAD"),
-                  "clean_tree": git("status", "--porcelain", "--untracked-files=no") == ""}
+                  "commit": self.commit, "clean_tree": self.clean_tree}
         out = ROOT / "bench" / "results" / "faults.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
