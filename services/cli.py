@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("file", help="flow document, YAML or JSON")
     flow.add_argument("--id", default=None, help="flow id (default: the document's, else a new one)")
     flow.add_argument("--bootstrap", default=None, help="Kafka bootstrap for submit (default FERRY_KAFKA__BOOTSTRAP)")
+    flow.add_argument("--wait", type=float, default=30.0,
+                      help="submit: seconds to wait for the splitter's answer (planned or rejected)")
     flow.add_argument("--timeout", type=float, default=600.0, help="run: seconds to wait for the flow")
     flow.add_argument("--work-dir", default=None,
                       help="run: the parties' folders, <dir>/parties/<party>/{data,checkpoints,artifacts}")

@@ -150,6 +150,10 @@ class Observation:
     observed_at_ms: int = 0
 
 
+# ExecutorProgress.stage of an executor's heartbeat: proves it is alive, reports no progress.
+HEARTBEAT_STAGE = "heartbeat"
+
+
 @dataclass(frozen=True)
 class ExecutorProgress:
     algo_task_id: str

@@ -14,12 +14,62 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.errors import FerryError
 
 
-def build_app(service: str, health: Callable[[], dict], router: APIRouter | None = None) -> FastAPI:
+MAX_BODY_BYTES = 64 * 1024  # every body a service accepts (commands) is a few hundred bytes
+
+
+class BodyLimit:
+    """Refuse a request body over `limit` bytes with 413 before anything reads or parses it:
+    by its Content-Length when it has one, else by counting while it arrives."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await self._refuse(send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge()
+            return message
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send) -> None:
+        body = b'{"error":"PayloadTooLarge","detail":"request body over %d bytes"}' % self.limit
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def build_app(service: str, health: Callable[[], dict], router: APIRouter | None = None,
+              ready: Callable[[], dict] | None = None) -> FastAPI:
     app = FastAPI(title=f"Ferry {service}", version="1")
 
-    @app.get("/healthz")
+    @app.get("/healthz", summary="Liveness: the process serves (200), else 503",
+             responses={503: {"description": "the service is broken and should be restarted"}})
     async def healthz() -> JSONResponse:
         status = health()
+        return JSONResponse(status, status_code=200 if status.get("ok") else 503)
+
+    @app.get("/readyz", summary="Readiness: broker reachable, consumer assigned, state restored (200), else 503",
+             responses={503: {"description": "not ready; `checks` names what fails"}})
+    async def readyz() -> JSONResponse:
+        status = ready() if ready is not None else health()
         return JSONResponse(status, status_code=200 if status.get("ok") else 503)
 
     @app.exception_handler(FerryError)
@@ -36,6 +86,7 @@ def build_app(service: str, health: Callable[[], dict], router: APIRouter | None
 
     if router is not None:
         app.include_router(router)
+    app.add_middleware(BodyLimit)
     return app
 
 

@@ -1,7 +1,8 @@
 """Entry-point plumbing shared by the services: settings -> bus -> service -> HTTP.
 
 A service is any object with `name`, `default_port`, `async run(stop)`,
-`health() -> dict` and an optional `router`. SIGTERM and SIGINT set the stop
+`health() -> dict`, an optional `router` and an optional `readiness`
+(shared.readiness.Readiness, probed here and served at /readyz). SIGTERM and SIGINT set the stop
 event; the service finishes its current message, commits and returns.
 """
 
@@ -43,9 +44,13 @@ def make_bus(settings: FerrySettings, client_id: str, role: str | None = None) -
 async def run_with_http(service: Service, settings: FerrySettings, stop: asyncio.Event) -> None:
     log = structlog.get_logger(service=service.name)
     tasks = [asyncio.create_task(service.run(stop), name=f"{service.name}.run")]
+    readiness = getattr(service, "readiness", None)
+    if readiness is not None:
+        tasks.append(asyncio.create_task(readiness.run(stop), name=f"{service.name}.readiness"))
     port = settings.http.port or service.default_port
     if settings.http.port >= 0:
-        app = build_app(service.name, service.health, service.router)
+        app = build_app(service.name, service.health, service.router,
+                        readiness.report if readiness is not None else None)
         tasks.append(asyncio.create_task(
             serve(app, settings.http.host, port, stop,
                   on_started=lambda p: log.info("http.started", port=p)), name=f"{service.name}.http"))

@@ -81,12 +81,21 @@ class SchedulerGroup(BaseModel):
                            description="local runner: per-party data and checkpoint folders live here")
     namespace: str = Field("ferry", description="kubernetes runner: default namespace for Jobs")
     executor_image: str = Field("ferry:latest", description="kubernetes runner: executor image")
+    adopt_poll_s: float = Field(0.5, description="local runner: how often the liveness of an executor "
+                                                 "adopted from an earlier scheduler is checked")
+    max_running_per_party: int = Field(0, description="executors running at once for one party (0: no limit); "
+                                                      "further ones wait QUEUED in the scheduler")
+    max_running_per_node: int = Field(0, description="executors running at once on one data node, all "
+                                                     "parties together (0: no limit)")
 
 
 class MonitorGroup(BaseModel):
     max_attempts: int = Field(3, description="attempts per algorithm task before it fails for good")
     state_dir: Path = Field(Path.home() / ".cache" / "ferry" / "monitor",
                             description="local LMDB with snapshots and consumed offsets")
+    executor_lost_after_s: float = Field(
+        60.0, description="a RUNNING executor not heard from (heartbeat, progress, observation) for this long "
+                          "is declared lost and retried; keep well above the executors' heartbeat_s")
 
 
 class ExecutorGroup(BaseModel):
@@ -95,6 +104,9 @@ class ExecutorGroup(BaseModel):
                                  description="where this party keeps round checkpoints")
     artifacts_dir: Path = Field(Path.home() / ".cache" / "ferry" / "artifacts",
                                 description="content-addressed models and large payloads")
+    heartbeat_s: float = Field(5.0, description="seconds between the executor's heartbeats on ferry.progress")
+    lease_file: Path | None = Field(None, description="local runner: the lease the executor touches on each "
+                                                      "heartbeat and writes its exit code next to (set by the runner)")
 
 
 class FerrySettings(BaseSettings):

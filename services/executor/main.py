@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import structlog
 
+from services.executor import liveness
 from services.executor.artifacts import ArtifactStore
 from services.executor.checkpoints import FileCheckpointStore
 from services.executor.context import ExecutorContext
@@ -54,12 +55,33 @@ async def _report_failure(publisher: EventPublisher, spec: AlgorithmTaskSpec, ex
 
 
 async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio.Event, *, bus: Bus,
-                   clock: Clock, registry: AlgorithmRegistry | None = None) -> int:
-    """Run one attempt of an algorithm task; returns the process exit code."""
+                   clock: Clock, registry: AlgorithmRegistry | None = None, heartbeat_s: float = 5.0,
+                   lease: Path | None = None) -> int:
+    """Run one attempt of an algorithm task, heartbeating, and report how it ended; returns the exit code.
+
+    The exit report is the last act (liveness.py): the executor's own word, so its end
+    is known even when the scheduler that started it is gone."""
+    publisher = EventPublisher(bus, f"executor/{spec.algo_task_id}", clock)
+    beats = asyncio.create_task(liveness.heartbeat(
+        EventPublisher(bus, f"executor/{spec.algo_task_id}/heartbeat", clock), spec, heartbeat_s, clock, lease))
+    failure: list[str] = []
+    try:
+        code = await _run_role(spec, dirs, stop, bus=bus, clock=clock, registry=registry, publisher=publisher,
+                               failure=failure)
+    finally:
+        beats.cancel()
+        await asyncio.gather(beats, return_exceptions=True)
+    await liveness.report_exit(publisher, spec, code, clock, failure[0] if failure else "")
+    liveness.write_exit_code(lease, code)
+    return code
+
+
+async def _run_role(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio.Event, *, bus: Bus,
+                    clock: Clock, registry: AlgorithmRegistry | None, publisher: EventPublisher,
+                    failure: list[str]) -> int:
     log = structlog.get_logger(service="executor").bind(
         flow=spec.flow_id, task=spec.task_id, algo_task=spec.algo_task_id, party=spec.party,
         role=spec.role, attempt=spec.attempt)
-    publisher = EventPublisher(bus, f"executor/{spec.algo_task_id}", clock)
     try:
         registry = registry or AlgorithmRegistry.from_entry_points()
         algorithm = registry.get(spec.algorithm, spec.version)
@@ -84,10 +106,12 @@ async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio
         return Suspended.exit_code
     except FerryError as exc:
         log.error("executor.failed", error=str(exc), error_type=type(exc).__name__, retriable=exc.retriable)
+        failure.append(f"executor.failed: {type(exc).__name__}: {exc}")
         await _report_failure(publisher, spec, exc)
         return exc.exit_code
     except Exception as exc:
         log.exception("executor.crashed")
+        failure.append(f"executor.crashed: {type(exc).__name__}: {exc}")
         await _report_failure(publisher, spec, exc)
         return 1
 
@@ -118,7 +142,8 @@ def main() -> int:
         bus = make_bus(settings, f"executor-{spec.algo_task_id}", role="party")
         await bus.start()
         try:
-            return await run_task(spec, dirs, stop, bus=bus, clock=SystemClock())
+            return await run_task(spec, dirs, stop, bus=bus, clock=SystemClock(), heartbeat_s=ex.heartbeat_s,
+                                  lease=ex.lease_file)
         finally:
             await bus.stop()
 

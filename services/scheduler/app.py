@@ -19,6 +19,7 @@ from shared.clock import Clock
 from shared.events import Envelope, JobAction, JobEvent, Observation
 from shared.messaging import DeadLetters, EventPublisher, consume
 from shared.metrics import TASKS_DISPATCHED
+from shared.readiness import Readiness
 from shared.retry import BackoffPolicy
 from shared.settings import FerrySettings
 from shared.wire import codec
@@ -41,18 +42,24 @@ class SchedulerService:
         self.publisher = EventPublisher(bus, self.name, clock)
         self.runner: Runner = runner_factory(self._observe)
         self.state = SchedulerState()
+        self.readiness = Readiness(bus, clock)
+        self._queued: set[asyncio.Task] = set()  # dispatches waiting for admission
         self._log = structlog.get_logger(service=self.name)
 
     async def _observe(self, observation: Observation) -> None:
         await self.publisher.publish(topics.OBSERVATIONS.name, observation.task_id, observation)
 
-    async def _execute(self, command: RunnerCommand) -> None:
+    async def _execute(self, command: RunnerCommand, admitted: bool = False) -> None:
         spec = command.spec
         log = self._log.bind(flow=spec.flow_id, task=spec.task_id, algo_task=spec.algo_task_id,
                              party=spec.party, attempt=spec.attempt, action=type(command).__name__)
         job_name, reason, retriable, action = "", "", False, _ACTIONS[type(command)]
         try:
-            if isinstance(command, Dispatch):
+            if admitted:  # a slot of the admission gate is taken for it
+                job_name = await self.runner.launch(spec, resume=isinstance(command, Resume))
+                if isinstance(command, Dispatch):
+                    TASKS_DISPATCHED.labels(self.runner.name).inc()
+            elif isinstance(command, Dispatch):
                 job_name = await self.runner.dispatch(spec)
                 TASKS_DISPATCHED.labels(self.runner.name).inc()
             elif isinstance(command, Suspend):
@@ -73,9 +80,44 @@ class SchedulerService:
 
     async def handle(self, envelope: Envelope, record: Record) -> None:
         self.state, commands = step(self.state, envelope.event)
-        # Suspend/cancel wait for the executor to stop; run them concurrently so one
-        # slow executor does not hold the others.
-        await asyncio.gather(*(self._execute(c) for c in commands))
+        await self._carry_out(commands)
+
+    async def _carry_out(self, commands: list[RunnerCommand]) -> None:
+        """Carry out runner commands in input order.
+
+        Suspend/cancel wait for the executor to stop; they run concurrently so one slow
+        executor does not hold the others. With admission limits (admission.py), a
+        dispatch or resume that must queue is carried out in the background once
+        admitted, and its job event published only then: the input log is not held up,
+        and a scheduler restarted meanwhile finds the dispatch still to do."""
+        enqueue = getattr(self.runner, "enqueue", None)
+        now = []
+        for command in commands:
+            if enqueue is not None and isinstance(command, (Dispatch, Resume)):
+                admitted = enqueue(command.spec)  # synchronous: a later cancel finds it queued
+                if admitted.done():
+                    now.append(self._execute(command, admitted=True))
+                else:
+                    task = asyncio.create_task(self._when_admitted(command, admitted))
+                    self._queued.add(task)
+                    task.add_done_callback(self._queued.discard)
+                continue
+            now.append(self._execute(command))
+        await asyncio.gather(*now)
+
+    async def _when_admitted(self, command: RunnerCommand, admitted: asyncio.Future) -> None:
+        await self.runner.announce_queued(command.spec)
+        outcome = await admitted
+        if outcome is True:
+            await self._execute(command, admitted=True)
+            return
+        # Withdrawn by a suspend or cancel while queued: its job event says so, so that a
+        # rebuild counts this dispatch as carried out.
+        spec = command.spec
+        action = JobAction.SUSPENDED if outcome == "suspend" else JobAction.DELETED
+        await self.publisher.publish(topics.JOBS.name, spec.task_id, JobEvent(
+            algo_task_id=spec.algo_task_id, task_id=spec.task_id, flow_id=spec.flow_id, attempt=spec.attempt,
+            action=action, runner=self.runner.name, reason=f"withdrawn while queued ({outcome})"))
 
     async def rebuild(self) -> tuple[dict[TopicPartition, int], list[RunnerCommand]]:
         """Fold every input record already on the bus, and find what is left to do.
@@ -112,26 +154,39 @@ class SchedulerService:
     async def run(self, stop: asyncio.Event) -> None:
         await self._bus.ensure_topics(topics.CATALOGUE)
         positions, pending = await self.rebuild()
-        await asyncio.gather(*(self._execute(c) for c in pending))
+        # Adopt first (the local runner's leases, the Kubernetes runner's list+watch of its
+        # Jobs): a replayed dispatch of an executor that still runs must not start it twice.
         start = getattr(self.runner, "start", None)
-        if start is not None:  # the Kubernetes runner's watcher: see Jobs left by an earlier run at once
+        if start is not None:
             await start()
+        await self._carry_out(pending)
+        settle = getattr(self.runner, "settle", None)
+        if settle is not None:  # ends of adopted executors no replayed dispatch claimed
+            await settle()
         consumer = self._bus.consumer(list(INPUT_TOPICS), group_id="ferry-scheduler", client_id="scheduler",
                                       on_assign=lambda tps: {tp: positions.get(tp, 0) for tp in tps})
         await consumer.start()
+        self.readiness.restored = True
+        self.readiness.watch(consumer)
         try:
             await consume(consumer, self.handle, dead_letters=DeadLetters(self.publisher, self.name, self._clock),
                           stop=stop, clock=self._clock, service=self.name, retry=self._retry)
         finally:
+            for task in list(self._queued):
+                task.cancel()
             await self.runner.close()
             await consumer.stop()
 
     def health(self) -> dict:
-        return {"ok": True, "runner": self.runner.name, "planned_tasks": len(self.state.planned)}
+        body = {"ok": True, "runner": self.runner.name, "planned_tasks": len(self.state.planned)}
+        if hasattr(self.runner, "queued"):
+            body |= {"running_per_party": self.runner.running(), "queued": len(self.runner.queued())}
+        return body
 
 
 def build(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
     from services.scheduler.adapters.launchers import LocalProcessLauncher
+    from services.scheduler.adapters.leases import LeasingLauncher
 
     if settings.scheduler.runner == "kubernetes":
         return _kubernetes(settings, bus, clock)
@@ -139,9 +194,20 @@ def build(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
     base_env["FERRY_KAFKA__BOOTSTRAP"] = settings.kafka.bootstrap
     base_env["FERRY_BUS__KIND"] = "kafka"
     base_env.setdefault("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))  # executors share the node
-    launcher = LocalProcessLauncher(Path(settings.scheduler.work_dir), base_env)
-    return SchedulerService(bus, clock, lambda observe: SupervisedRunner(launcher, observe, clock),
-                            settings.retry.policy())
+    work_dir = Path(settings.scheduler.work_dir)
+    launcher = LeasingLauncher(LocalProcessLauncher(work_dir, base_env), work_dir, settings.scheduler.adopt_poll_s)
+    return SchedulerService(bus, clock, _gated(settings, clock, lambda observe: SupervisedRunner(
+        launcher, observe, clock)), settings.retry.policy())
+
+
+def _gated(settings: FerrySettings, clock: Clock, make_runner, node_of=lambda party: "local"):
+    """The runner behind an admission gate when limits are set (all local executors share one node)."""
+    from services.scheduler.adapters.admission import AdmissionGate, AdmissionLimits
+
+    limits = AdmissionLimits(settings.scheduler.max_running_per_party, settings.scheduler.max_running_per_node)
+    if limits.unlimited:
+        return make_runner
+    return lambda observe: AdmissionGate(make_runner, observe, limits, clock, node_of)
 
 
 def _kubernetes(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
@@ -156,9 +222,13 @@ def _kubernetes(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerSer
     env = {k: v for k, v in os.environ.items() if k.startswith(("FERRY_KAFKA__", "FERRY_LOG__", "FERRY_RETRY__"))}
     env |= {"FERRY_KAFKA__BOOTSTRAP": settings.kafka.bootstrap, "FERRY_BUS__KIND": "kafka"}
     job_settings = JobSettings(env=tuple(sorted(env.items())))
-    return SchedulerService(bus, clock, lambda observe: KubernetesRunner(
+    def node_of(party: str) -> str:  # a party's placement: its namespace and node selector
+        node = registry.node_for(party)
+        return f"{node.namespace}/{sorted(node.node_selector.items())}"
+
+    return SchedulerService(bus, clock, _gated(settings, clock, lambda observe: KubernetesRunner(
         KubeApi(), registry, settings.scheduler.executor_image, observe=observe, clock=clock,
-        settings=job_settings), settings.retry.policy())
+        settings=job_settings), node_of), settings.retry.policy())
 
 
 def main() -> int:

@@ -3,6 +3,12 @@
 Redelivery-safe: the splitter rebuilds the set of flows it already decided
 from its own output topics at start-up, and planned events carry ids derived
 from (flow, task), so a flow published twice is planned once.
+
+A flow id names one flow for good. A second submission with the same content
+(content_digest) is an idempotent no-op; one with different content is
+answered with a FlowRejected that names the conflict, and the first flow
+stands. A submission without a flow id has no key to answer on: it goes to the
+dead-letter topic with the reason.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from shared import topics
 from shared.algorithms import AlgorithmRegistry
 from shared.bus.port import Bus, Record
 from shared.clock import Clock
-from shared.errors import MalformedMessage
+from shared.errors import MalformedMessage, ValidationFailed
 from shared.events import Envelope, FieldError, FlowRejected, FlowSubmitted
 from shared.messaging import DeadLetters, EventPublisher, consume
 from shared.metrics import FLOWS_SPLIT
+from shared.readiness import Readiness
 from shared.retry import BackoffPolicy
 from shared.settings import FerrySettings
 from shared.wire import codec
@@ -30,6 +37,18 @@ from shared.wire import codec
 
 def planned_event_id(flow_id: str, task_id: str) -> str:
     return hashlib.sha256(f"planned\0{flow_id}\0{task_id}".encode()).hexdigest()[:32]
+
+
+def content_digest(flow: FlowSubmitted) -> str:
+    """What makes two submissions of one flow id the same flow: name, steps, labels (not who sent it)."""
+    same = FlowSubmitted(flow.flow_id, flow.name, flow.steps, "", dict(sorted(flow.labels.items())))
+    return hashlib.sha256(codec.to_wire(same).SerializeToString(deterministic=True)).hexdigest()
+
+
+def conflict_error(flow_id: str, first: str, second: str) -> FieldError:
+    return FieldError("id", f"flow id {flow_id!r} is already taken by a flow with different content "
+                            f"(sha256 {first[:12]}, this submission {second[:12]}); the first flow stands; "
+                            f"submit this one under a new id")
 
 
 class SplitterService:
@@ -48,6 +67,8 @@ class SplitterService:
         self._retry = retry
         self.publisher = EventPublisher(bus, self.name, clock)
         self.decided: set[str] = set()
+        self.digests: dict[str, str] = {}  # flow id -> content digest of the submission decided on
+        self.readiness = Readiness(bus, clock)
         self._log = structlog.get_logger(service=self.name)
 
     async def _recall_decided_flows(self) -> None:
@@ -57,15 +78,34 @@ class SplitterService:
                     self.decided.add(codec.decode(record.value).event.flow_id)
                 except MalformedMessage:
                     continue
+        # The content each decided flow was decided on: its first submission (in log order).
+        for record in await self._bus.read_all(topics.FLOWS.name):
+            try:
+                flow = codec.decode(record.value).event
+            except MalformedMessage:
+                continue
+            if isinstance(flow, FlowSubmitted) and flow.flow_id in self.decided:
+                self.digests.setdefault(flow.flow_id, content_digest(flow))
 
     async def handle(self, envelope: Envelope, record: Record) -> None:
         flow = envelope.event
         if not isinstance(flow, FlowSubmitted):
             raise MalformedMessage(f"{topics.FLOWS.name} carries FlowSubmitted, not {envelope.type_name}")
+        if not flow.flow_id.strip():
+            raise ValidationFailed([FieldError("id", "flow id must not be empty; nothing can answer "
+                                                     "a flow without one")])
         log = self._log.bind(flow=flow.flow_id)
+        digest = content_digest(flow)
         if flow.flow_id in self.decided:
-            log.info("flow.duplicate_ignored")
-            FLOWS_SPLIT.labels("duplicate").inc()
+            first = self.digests.get(flow.flow_id)
+            if first is None or first == digest:  # None: its first submission is no longer on the log
+                log.info("flow.duplicate_identical")
+                FLOWS_SPLIT.labels("duplicate").inc()
+                return
+            rejection = FlowRejected(flow.flow_id, (conflict_error(flow.flow_id, first, digest),))
+            await self.publisher.publish(topics.FLOWS_REJECTED.name, flow.flow_id, rejection)
+            log.warning("flow.conflict", errors=[str(e) for e in rejection.errors])
+            FLOWS_SPLIT.labels("conflict").inc()
             return
         outcome = decide(flow, self._registry, self._known_parties, self._limits, self._clock.now_ms(),
                          encoded_size=len(record.value))
@@ -78,6 +118,7 @@ class SplitterService:
             log.warning("flow.rejected", errors=[str(e) for e in outcome.rejection.errors])
             FLOWS_SPLIT.labels("rejected").inc()
         self.decided.add(flow.flow_id)
+        self.digests[flow.flow_id] = digest
 
     async def _publish_plan(self, outcome: Accepted) -> None:
         envelopes = [self.publisher.wrap(topics.TASKS_PLANNED.name, t.task_id, t,
@@ -97,8 +138,10 @@ class SplitterService:
     async def run(self, stop: asyncio.Event) -> None:
         await self._bus.ensure_topics(topics.CATALOGUE)
         await self._recall_decided_flows()
+        self.readiness.restored = True
         consumer = self._bus.consumer([topics.FLOWS.name], group_id="ferry-splitter", client_id="splitter")
         await consumer.start()
+        self.readiness.watch(consumer)
         try:
             await consume(consumer, self.handle, dead_letters=DeadLetters(self.publisher, self.name, self._clock),
                           stop=stop, clock=self._clock, service=self.name, retry=self._retry,

@@ -139,6 +139,10 @@ class KafkaBus:
             await self._producer.stop()  # flushes pending sends first
             self._producer = None
 
+    async def ping(self) -> None:
+        """One metadata round trip to the cluster; raises when no broker answers."""
+        await self._require_producer().client.fetch_all_metadata()
+
     async def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.bootstrap,
                                     client_id=f"{self._settings.client_id}-admin",

@@ -96,8 +96,10 @@ class ExecutorProcess:
 
 
 class Platform:
-    def __init__(self, bootstrap: str, root_dir: Path, *, max_attempts: int = 3):
+    def __init__(self, bootstrap: str, root_dir: Path, *, max_attempts: int = 3,
+                 env: Mapping[str, str] | None = None):
         self.bootstrap = bootstrap
+        self.env = dict(env or {})  # extra FERRY_* settings for every service
         self.root_dir = Path(root_dir)
         self.max_attempts = max_attempts
         self.services: dict[str, ServiceProcess] = {}
@@ -114,7 +116,7 @@ class Platform:
                 "FERRY_SCHEDULER__WORK_DIR": str(work_dir),
                 "FERRY_MONITOR__STATE_DIR": str(self.root_dir / "monitor"),
                 "FERRY_MONITOR__MAX_ATTEMPTS": str(self.max_attempts),
-                "FERRY_INSTANCE": uuid.uuid4().hex[:6], "PYTHONUNBUFFERED": "1"}
+                "FERRY_INSTANCE": uuid.uuid4().hex[:6], "PYTHONUNBUFFERED": "1", **self.env}
         log = self.root_dir / f"{name}-{port}.log"
         with log.open("wb") as out:
             process = subprocess.Popen([sys.executable, "-m", "services.cli", name], env=env, cwd=ROOT,

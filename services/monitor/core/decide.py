@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from services.monitor.core.liveness import heard_since
 from services.monitor.core.state import AlgoTask
 from services.monitor.core.transitions import (COMMAND_FACTS, PAST_TENSE, SIGNAL_EXITS, TABLE, ByDispatch,
                                                Fact, Rule)
@@ -55,6 +56,8 @@ def decide(algo: AlgoTask, fact: Fact, event, max_attempts: int) -> Decision:
         return Decision(Verdict.IGNORE, reason=f"{fact.value} after the terminal {status.name}")
     if event.attempt != algo.attempt:
         return _other_attempt(algo, fact, event.attempt)
+    if heard_since(algo.updated_at_ms, event):
+        return Decision(Verdict.IGNORE, reason="declared lost, but heard from since")
     outcome = TABLE[status][fact]
     if type(outcome) is Status:
         return Decision(Verdict.APPLY, outcome, algo.attempt, _because(fact, event))

@@ -14,7 +14,7 @@ from services.monitor.core.draft import Draft
 from services.monitor.core.effects import Anomaly
 from services.monitor.core.state import AlgoTask, Outcome, Task, append_record, evolve
 from services.monitor.core.transitions import Fact, classify
-from shared.events import Envelope, JobEvent
+from shared.events import HEARTBEAT_STAGE, Envelope, JobEvent
 
 PARKED_LIMIT = 1000  # facts kept per unplanned task; a plan that never comes must not eat memory
 
@@ -80,12 +80,16 @@ def _member_index(task: Task, algo_task_id: str) -> int | None:
 def _absorb(algo: AlgoTask, fact: Fact, event, at_ms: int) -> AlgoTask:
     """The data a fact of the current attempt carries, whatever it does to the status."""
     if fact is Fact.PROGRESS:
+        if event.stage == HEARTBEAT_STAGE:  # alive, nothing more: the progress shown stays
+            return evolve(algo, job_attempt=event.attempt, updated_at_ms=at_ms)
         return evolve(
             algo, job_attempt=event.attempt, round=event.round, total_rounds=event.total_rounds,
             stage=event.stage, metrics=dict(event.metrics) if event.metrics else algo.metrics,
             updated_at_ms=at_ms)
     if fact is Fact.JOB_DISPATCH_FAILED:
         return evolve(algo, updated_at_ms=at_ms)
+    if fact is Fact.SEEN_PENDING and event.reason:  # why it waits: queued by admission, unschedulable pod
+        return evolve(algo, job_attempt=event.attempt, stage=f"pending: {event.reason}", updated_at_ms=at_ms)
     job_name = event.job_name if type(event) is JobEvent and event.job_name else algo.job_name
     return evolve(algo, job_attempt=event.attempt, job_name=job_name, updated_at_ms=at_ms)
 

@@ -106,6 +106,9 @@ def on_flow_rejected(draft: Draft) -> None:
     if flow is not None and duplicate(draft, flow.sequences):
         return
     reason = "; ".join(str(e) for e in env.event.errors) or "rejected by the splitter"
+    if not flow_id.strip():  # nothing to show it under; the splitter no longer sends these
+        draft.emit(Anomaly(flow_id, f"FlowRejected without a flow id: {reason}", env.event_id, flow_id))
+        return
     if flow is None:
         draft.changed(EntityKind.FLOW, flow_id, flow_id, "", None, Status.FAILED, 0, reason)
         record = draft.record(Outcome.APPLIED, None, Status.FAILED, 0, reason)
@@ -113,8 +116,9 @@ def on_flow_rejected(draft: Draft) -> None:
                             history=(record,), sequences=seen({}, env)))
         return
     flow = evolve(flow, sequences=seen(flow.sequences, env))
-    if flow.task_ids:
-        why = "flow rejected after its tasks were planned; the plan stands"
+    if flow.task_ids or flow.status.terminal:
+        # A later submission under this id (the splitter answers a conflicting one so).
+        why = f"a later submission was rejected ({reason}); the flow as first decided stands"
         record = draft.record(Outcome.ANOMALY, flow.status, None, 0, why)
         flow = evolve(flow, history=append_record(flow.history, record))
         draft.emit(Anomaly(flow_id, why, env.event_id, flow_id))

@@ -51,6 +51,10 @@ class _ProcessHandle:
         self._process = process
         self._log_path = log_path
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     async def wait(self) -> int:
         return await self._process.wait()
 
@@ -77,7 +81,8 @@ class LocalProcessLauncher:
         self._work_dir = work_dir
         self._base_env = base_env
 
-    async def launch(self, spec: AlgorithmTaskSpec, name: str) -> _ProcessHandle:
+    async def launch(self, spec: AlgorithmTaskSpec, name: str,
+                     extra_env: dict[str, str] | None = None) -> _ProcessHandle:
         dirs = party_dirs(self._work_dir, spec.party)
         log_dir = self._work_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +90,7 @@ class LocalProcessLauncher:
                "FERRY_TASK_SPEC": spec_to_text(spec),
                "FERRY_EXECUTOR__DATA_DIR": str(dirs["data"]),
                "FERRY_EXECUTOR__CHECKPOINT_DIR": str(dirs["checkpoints"]),
-               "FERRY_EXECUTOR__ARTIFACTS_DIR": str(dirs["artifacts"])}
+               "FERRY_EXECUTOR__ARTIFACTS_DIR": str(dirs["artifacts"]), **(extra_env or {})}
         log_path = log_dir / f"{name}.log"
         with open(log_path, "ab") as log_file:
             process = await asyncio.create_subprocess_exec(

@@ -41,6 +41,9 @@ from shared.errors import ValidationFailed
 from shared.events import FieldError, FlowSubmitted, StepSpec
 
 FLOW_KEYS = ("flow", "id", "labels", "parties", "steps")
+# The text of a flow document, checked before any parsing: an encoded flow may be at most
+# 1 MB (FlowLimits.max_encoded_bytes), and comments and indentation rarely double that.
+MAX_DOCUMENT_BYTES = 2_000_000
 STEP_KEYS = ("name", "algorithm", "version", "params", "parties", "depends_on")
 PARTY_DEFAULT_KEYS = ("data",)
 
@@ -56,7 +59,14 @@ def parse_flow_document(source: str | bytes | Mapping[str, Any], default_flow_id
     return flow
 
 
+def check_document_size(size: int) -> None:
+    if size > MAX_DOCUMENT_BYTES:
+        raise ValidationFailed([FieldError("$", f"the document is {size} bytes; the limit is {MAX_DOCUMENT_BYTES} "
+                                                f"(checked before parsing)")])
+
+
 def load_document(text: str | bytes) -> Mapping[str, Any]:
+    check_document_size(len(text))  # characters of a str: at most its UTF-8 bytes, a cheap lower bound
     document = load_yaml(text)
     if not isinstance(document, Mapping):
         got = "an empty document" if document is None else f"a {type(document).__name__}"
