@@ -17,6 +17,7 @@ from fastapi import APIRouter
 
 from shared.bus.port import Bus
 from shared.clock import Clock, SystemClock
+from shared.errors import ConfigurationError
 from shared.http import build_app, serve
 from shared.logging import configure_logging
 from shared.settings import FerrySettings
@@ -70,7 +71,11 @@ def run_service(build: Callable[[FerrySettings, Bus, Clock], Service], name: str
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         bus = make_bus(settings, f"{name}-{settings.instance}", role=name)
-        await bus.start()
+        try:
+            await bus.start()
+        except ConfigurationError as exc:  # e.g. no TLS settings: say which, exit without a traceback
+            log.error("service.misconfigured", error=str(exc))
+            raise SystemExit(exc.exit_code) from None
         try:
             service = build(settings, bus, SystemClock())
             log.info("service.started", bootstrap=settings.kafka.bootstrap)

@@ -27,7 +27,7 @@ PKI = Path(os.environ.get("KAFKA_PKI", "/etc/ferry/pki"))
 DATA = Path(os.environ.get("KAFKA_DATA", "/var/lib/kafka"))
 READY = DATA / ".ferry-ready"
 LIBS = "/opt/kafka/libs/*"
-JVM = ["java", "-Xms256m", "-Xmx1g", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+JVM = ["java", "-Xms256m", "-Xmx1g", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
        "-Dorg.slf4j.simpleLogger.log.org.apache.kafka.common.config=warn"]
 
 
@@ -83,7 +83,7 @@ def run() -> int:
     broker = subprocess.Popen([*JVM, "-cp", LIBS, "kafka.Kafka", str(props)])
     signal.signal(signal.SIGTERM, lambda *_: broker.send_signal(signal.SIGTERM))
     signal.signal(signal.SIGINT, lambda *_: broker.send_signal(signal.SIGTERM))
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 600  # a loaded 2-core host needs minutes for a cold JVM
     while not probe():
         if broker.poll() is not None or time.monotonic() > deadline:
             broker.kill()

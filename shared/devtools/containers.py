@@ -179,12 +179,35 @@ def ensure_base(name: str) -> str:
     return ref
 
 
+def _inputs_hash(*paths: Path, extra: str = "") -> str:
+    """Content hash of a build's inputs: an image labelled with it is up to date, so a warm run
+    skips `docker build` (whose cache check would re-hash gigabytes of COPY --from layers)."""
+    h = hashlib.sha256(extra.encode())
+    for root in paths:
+        files = sorted(root.rglob("*")) if root.is_dir() else [root]
+        for f in files:
+            if f.is_file() and "__pycache__" not in f.parts:
+                h.update(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f.name).encode())
+                h.update(f.read_bytes() if f.stat().st_size < 1 << 20 else str(f.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def _up_to_date(ref: str, digest: str) -> bool:
+    res = subprocess.run(["docker", "image", "inspect", "--format", '{{index .Config.Labels "ferry.inputs"}}', ref],
+                         env=docker_env(), capture_output=True, text=True, timeout=30)
+    return res.returncode == 0 and res.stdout.strip() == digest
+
+
 def build_kafka_image() -> str:
     from shared.devtools.kafka_broker import KAFKA_VERSION, ensure_artifacts
 
     base = ensure_base("ferry-base-jre")
     libs = ensure_artifacts()
     ref = f"ferry-kafka:{KAFKA_VERSION}"
+    digest = _inputs_hash(ROOT / "deploy/images/kafka.Dockerfile", ROOT / "deploy/images/kafka_entrypoint.py",
+                          ROOT / "shared/topics.py", ROOT / "shared/kafka_acls.py", libs, extra=base)
+    if _up_to_date(ref, digest):
+        return ref
     with tempfile.TemporaryDirectory(prefix="ferry-kafka-ctx-") as tmp:
         ctx = Path(tmp)
         shutil.copytree(libs, ctx / "libs", ignore=shutil.ignore_patterns(".*"))
@@ -192,16 +215,21 @@ def build_kafka_image() -> str:
         for f in ("__init__.py", "topics.py", "kafka_acls.py"):
             shutil.copy(ROOT / "shared" / f, ctx / "shared" / f)
         shutil.copy(ROOT / "deploy/images/kafka_entrypoint.py", ctx / "kafka_entrypoint.py")
-        _run(["docker", "build", "--force-rm", "--network", "host", "-t", ref, "--build-arg", f"BASE={base}", "-f",
-              str(ROOT / "deploy/images/kafka.Dockerfile"), str(ctx)], timeout=1800, env=docker_env())
+        _run(["docker", "build", "--force-rm", "--network", "host", "-t", ref, "--build-arg", f"BASE={base}",
+              "--label", f"ferry.inputs={digest}", "-f", str(ROOT / "deploy/images/kafka.Dockerfile"), str(ctx)],
+             timeout=1800, env=docker_env())
     return ref
 
 
 def build_ferry_image(torch_index_url: str = "") -> str:
     base = ensure_base("ferry-base-python")
+    digest = _inputs_hash(ROOT / "deploy/Dockerfile", ROOT / ".dockerignore", ROOT / "pyproject.toml",
+                          ROOT / "README.md", ROOT / "shared", ROOT / "services", extra=f"{base}:{torch_index_url}")
+    if _up_to_date("ferry:latest", digest):
+        return "ferry:latest"
     _run(["docker", "build", "--force-rm", "--network", "host", "-t", "ferry:latest", "--build-arg", f"BASE={base}",
-          "--build-arg", f"TORCH_INDEX_URL={torch_index_url}", "-f", str(ROOT / "deploy/Dockerfile"), str(ROOT)],
-         timeout=3600, env=docker_env())
+          "--build-arg", f"TORCH_INDEX_URL={torch_index_url}", "--label", f"ferry.inputs={digest}",
+          "-f", str(ROOT / "deploy/Dockerfile"), str(ROOT)], timeout=3600, env=docker_env())
     return "ferry:latest"
 
 
@@ -246,7 +274,7 @@ def stack_up(project: str = "ferry", pki: Path | None = None, env: dict[str, str
     return env
 
 
-def wait_healthy(project: str, env: dict[str, str], timeout_s: float = 300.0) -> None:
+def wait_healthy(project: str, env: dict[str, str], timeout_s: float = 900.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         ids = compose(project, env, "ps", "-q").stdout.split()
