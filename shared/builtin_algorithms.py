@@ -116,4 +116,19 @@ LOCAL_TRAIN = AlgorithmSpec(
                 "rows: the no-collaboration baseline federated training should beat.",
 )
 
-BUILTIN = (NOOP, DATA_VALIDATE, STANDARDISE, FEDAVG, EVALUATE, CENTRALIZED, LOCAL_TRAIN)
+PSI = AlgorithmSpec(
+    "ferry.psi", "1",
+    roles=(RoleSpec("guest", f"{_IMPL}.vertical_psi:PsiGuest", min_parties=1, max_parties=1,
+                    help="matches the blinded ids; usually the party that holds the label"),
+           RoleSpec("host", f"{_IMPL}.vertical_psi:PsiHost", min_parties=1)),
+    params=(ParamSpec("id_column", "str", "id", help="column of record ids (integers or fixed-width byte strings)"),
+            ParamSpec("timeout_s", "float", 600.0, minimum=0.001, maximum=86400.0,
+                      help="longest wait for another party's message"),
+            ParamSpec("workers", "int", minimum=1, maximum=1024,
+                      help="threads for the group operations (default and cap: this node's cores)")),
+    description="Private set intersection (ECDH over ristretto255): every party learns which ids all "
+                "share and keeps its rows of them in one agreed order (artifact psi-<step>) for "
+                "vertical training; nothing about the other ids.",
+)
+
+BUILTIN = (NOOP, DATA_VALIDATE, STANDARDISE, FEDAVG, EVALUATE, CENTRALIZED, LOCAL_TRAIN, PSI)
