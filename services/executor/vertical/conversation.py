@@ -36,6 +36,7 @@ class Conversation:
     def __init__(self, ctx, channel: RoundChannel, peers: list[str], timeout_s: float):
         self.ctx, self.channel, self.peers, self.timeout_s = ctx, channel, sorted(peers), float(timeout_s)
         self.hello: dict[str, dict[str, float]] = {}
+        self.sent_bytes = 0  # payload bytes this party sent (arrays), for the bench and the metrics
         self._kept: dict[tuple[str, str, int], tuple[dict[str, np.ndarray], dict[str, float]]] = {}
 
     @classmethod
@@ -63,7 +64,9 @@ class Conversation:
 
     async def send(self, to: str | list[str], tag: str, seq: int, arrays: Mapping[str, np.ndarray] | None = None,
                    metrics: Mapping[str, float] | None = None) -> None:
+        payload = sum(np.asarray(a).nbytes for a in (arrays or {}).values())
         for recipient in [to] if isinstance(to, str) else to:
+            self.sent_bytes += payload
             await self.channel.send(self.channel.message(RoundKind.UPDATE, seq, recipient=recipient,
                                                          arrays=arrays, metrics=metrics, body=tag.encode()))
 
