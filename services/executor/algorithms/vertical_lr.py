@@ -86,6 +86,8 @@ class _Trainer:
             self.backend, plan = await receive_backend(conv, self.arbiter, int(p["key_bits"]))
             start = start_epoch(conv, self.checkpoints.done)
             w = self.checkpoints.weights_for(start)
+            if start > 0:
+                ctx.log.info("hetero_lr.resumed", start_epoch=start, own_done=self.checkpoints.done)
             times, epoch = [], start - 1
             for epoch in range(start, int(p["epochs"]) if not plan.get("finished") else start):
                 began = ctx.clock.monotonic()

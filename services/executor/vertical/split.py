@@ -25,13 +25,14 @@ class VerticalSplit:
 
 
 def split_table(x: np.ndarray, y: np.ndarray, columns: dict[str, Sequence[int]], *, keep_fraction: float,
-                seed: int) -> VerticalSplit:
+                seed: int, aligned: bool = False) -> VerticalSplit:
+    """aligned=True: every party holds every row in id order (no PSI needed)."""
     rng = np.random.default_rng([seed, 0x5E27])
     n = len(x)
     rows = {}
     for party in columns:
         kept = rng.permutation(n)[: int(round(keep_fraction * n))]
-        rows[party] = kept  # a shuffled subset: store order differs per party
+        rows[party] = np.arange(n) if aligned else kept  # a shuffled subset: store order differs per party
     return VerticalSplit(x, y, {p: list(c) for p, c in columns.items()}, rows)
 
 
@@ -45,7 +46,8 @@ def party_table(split: VerticalSplit, party: str, *, label: bool) -> Table:
 
 
 def prepare_vertical_parties(work_dir: Path, *, dataset: str = "breast_cancer", guest_features: int = 15,
-                             keep_fraction: float = 0.95, seed: int = 7, name: str | None = None) -> VerticalSplit:
+                             keep_fraction: float = 0.95, seed: int = 7, name: str | None = None,
+                             aligned: bool = False) -> VerticalSplit:
     """The guest (GUEST: label + the first `guest_features` features) and one host (HOST: the
     rest), each with `keep_fraction` of the rows, as dataset `name` (default `<dataset>_v`)."""
     from services.scheduler.adapters.launchers import party_dirs
@@ -56,7 +58,7 @@ def prepare_vertical_parties(work_dir: Path, *, dataset: str = "breast_cancer", 
     y = np.asarray(table.columns[table.schema.label])
     width = x.shape[1]
     split = split_table(x, y, {GUEST: range(guest_features), HOST: range(guest_features, width)},
-                        keep_fraction=keep_fraction, seed=seed)
+                        keep_fraction=keep_fraction, seed=seed, aligned=aligned)
     for party in (GUEST, HOST):
         put_table(party_dirs(work_dir, party)["data"], name or f"{dataset}_v", party_table(split, party, label=party == GUEST))
     return split
