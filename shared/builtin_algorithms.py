@@ -155,8 +155,8 @@ HETERO_LR = AlgorithmSpec(
     "ferry.hetero_lr", "1",
     roles=(RoleSpec("guest", f"{_IMPL}.vertical_lr:HeteroLrGuest", min_parties=1, max_parties=1,
                     help="holds the label and some features; evaluates on its held-out rows"),
-           RoleSpec("host", f"{_IMPL}.vertical_lr:HeteroLrHost", min_parties=1, max_parties=1,
-                    help="holds other features of the same people"),
+           RoleSpec("host", f"{_IMPL}.vertical_lr:HeteroLrHost", min_parties=1,
+                    help="holds other features of the same people (one or more hosts)"),
            RoleSpec("arbiter", f"{_IMPL}.vertical_lr:HeteroLrArbiter", min_parties=1, max_parties=1,
                     needs_data=False, help="holds the Paillier private key; sees only masked gradients and the loss")),
     params=_VERTICAL_DATA + (
@@ -178,7 +178,7 @@ HETERO_LR = AlgorithmSpec(
         ParamSpec("insecure", "bool", False, help="allow encryption none or keys under 2048 bits; warns loudly"),
     ),
     checks=(_weak_privacy_needs_insecure,),
-    description="Vertical (hetero) logistic regression: guest with the label, a host with other features of the "
+    description="Vertical (hetero) logistic regression: guest with the label, hosts with other features of the "
                 "same people, an arbiter with the Paillier key; gradients travel encrypted and masked "
                 "(Hardy et al. 2017, FATE's hetero-LR).",
 )
@@ -186,7 +186,7 @@ HETERO_LR = AlgorithmSpec(
 HETERO_LR_PREDICT = AlgorithmSpec(
     "ferry.hetero_lr_predict", "1",
     roles=(RoleSpec("guest", f"{_IMPL}.vertical_predict:PredictGuest", min_parties=1, max_parties=1),
-           RoleSpec("host", f"{_IMPL}.vertical_predict:PredictHost", min_parties=1, max_parties=1)),
+           RoleSpec("host", f"{_IMPL}.vertical_predict:PredictHost", min_parties=1)),
     params=_VERTICAL_DATA + (
         ParamSpec("model_from", "str", required=True, help="the ferry.hetero_lr step whose model parts to use"),
         ParamSpec("threshold", "float", 0.5, minimum=0.0, maximum=1.0),

@@ -37,7 +37,8 @@ def _one_batch(backend, decryptor, x_g, x_h, w_g, w_h, y):
     u_g = x_g @ w_g
     enc_wx, enc_d = lr.guest_residual(backend, [enc_u], u_g, y)
     enc_d = backend.from_wire(backend.to_wire(enc_d), "guest")             # guest -> host
-    loss = decryptor.decrypt(backend.to_wire([lr.guest_loss_sum(backend, enc_wx, enc_u, enc_s, u_g, y)]), "guest")[0]
+    loss = decryptor.decrypt(backend.to_wire([lr.guest_loss_sum(backend, enc_wx, [enc_u], [enc_s], [], u_g, y)]),
+                             "guest")[0]
     grads = {}
     for name, x in (("guest", x_g), ("host", x_h)):
         masked, masks = backend.mask(lr.gradient_sum(backend, enc_d, x))
@@ -54,6 +55,24 @@ def test_one_batch_gives_the_gradients_and_loss_of_the_joined_table(kind, pailli
     grads, loss = _one_batch(backend, decryptor, x_g, x_h, w_g, w_h, y)
     want_grad, want_loss = lr.taylor_reference(np.concatenate([x_g, x_h], axis=1), y, np.concatenate([w_g, w_h]))
     np.testing.assert_allclose(np.concatenate([grads["guest"], grads["host"]]), want_grad, rtol=1e-6, atol=1e-6)
+    assert loss == pytest.approx(want_loss, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["paillier", "plain"])
+def test_two_hosts_the_loss_with_cross_terms_and_the_gradients_match_the_joined_table(kind, paillier):
+    backend, decryptor = (paillier.backend, paillier) if kind == "paillier" else (PlainBackend(), PlainDecryptor())
+    x_g, x_h, w_g, w_h, y = _batch(3, fh=5)
+    parts = [(x_h[:, :2], w_h[:2]), (x_h[:, 2:], w_h[2:])]  # host 1 and host 2
+    sent = [lr.host_forward(backend, w, x) for x, w in parts]
+    enc_u = [backend.from_wire(backend.to_wire(e), "h") for _, e, _ in sent]
+    enc_s = [backend.from_wire(backend.to_wire([s]), "h")[0] for _, _, s in sent]
+    cross = [lr.cross_term(backend, backend.from_wire(backend.to_wire(enc_u[0]), "g"), sent[1][0])]  # at host 2
+    u_g = x_g @ w_g
+    enc_wx, enc_d = lr.guest_residual(backend, enc_u, u_g, y)
+    loss = decryptor.decrypt(backend.to_wire([lr.guest_loss_sum(backend, enc_wx, enc_u, enc_s, cross, u_g, y)]), "g")[0]
+    grads = [decryptor.decrypt(backend.to_wire(lr.gradient_sum(backend, enc_d, x)), "p") for x in (x_g, *(x for x, _ in parts))]
+    want_grad, want_loss = lr.taylor_reference(np.concatenate([x_g, x_h], axis=1), y, np.concatenate([w_g, w_h]))
+    np.testing.assert_allclose(np.concatenate(grads), want_grad, rtol=1e-6, atol=1e-6)
     assert loss == pytest.approx(want_loss, rel=1e-6)
 
 

@@ -79,6 +79,25 @@ def _model(work: Path, flow_id: str, party: str) -> np.ndarray:
     return ArtifactStore(party_dirs(work, party)["artifacts"], flow_id).load("hetero-lr-train")[0]["w"]
 
 
+def _taylor_sgd(xs: list[np.ndarray], y: np.ndarray, epochs: int, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The protocol's training in the clear on the joined table: xs[0] the guest's columns, then hosts'.
+    Returns (weights in party order, joined inputs with the guest's intercept, held-out positions)."""
+    p = yaml.safe_load(FLOW.read_text())["steps"][1]["params"]
+    train, test = lr.split_positions(len(y), 0.2, p["seed"])
+    parts = [lr.Standardiser.fit(a[train]).apply(a) for a in xs]
+    x = np.concatenate([lr.with_intercept(parts[0]), *parts[1:]], axis=1)
+    w = np.zeros(x.shape[1])
+    for epoch in range(epochs):
+        rate = lr.learning_rate(p["lr_schedule"], p["lr"], p["lr_decay"], epoch)
+        for pos in lr.batch_positions(len(train), batch, p["seed"], epoch):
+            rows = train[pos]
+            grad, _ = lr.taylor_reference(x[rows], lr.labels_pm(y[rows], "t"), w)
+            penalty = p["alpha"] * w
+            penalty[parts[0].shape[1]] = 0.0  # not on the intercept
+            w = w - rate * (grad / len(rows) + penalty)
+    return w, x, test
+
+
 # -- the splitter ---------------------------------------------------------------------------------
 
 def test_the_splitter_accepts_the_example_and_plans_each_role(registry):
@@ -124,19 +143,7 @@ async def test_psi_then_encrypted_training_equals_taylor_sgd_on_the_joined_table
     assert _metrics(view, "align", GUEST)["shared"] == _metrics(view, "align", HOST)["shared"] == len(ids)
 
     # The same training in the clear, on the joined table: what the protocol must compute.
-    p = yaml.safe_load(FLOW.read_text())["steps"][1]["params"]
-    train, test = lr.split_positions(len(ids), 0.2, p["seed"])
-    xg, xh = (lr.Standardiser.fit(a[train]).apply(a) for a in (x_g, x_h))
-    x = np.concatenate([lr.with_intercept(xg), xh], axis=1)
-    w = np.zeros(x.shape[1])
-    for epoch in range(epochs):
-        rate = lr.learning_rate(p["lr_schedule"], p["lr"], p["lr_decay"], epoch)
-        for pos in lr.batch_positions(len(train), batch, p["seed"], epoch):
-            rows = train[pos]
-            grad, _ = lr.taylor_reference(x[rows], lr.labels_pm(y[rows], "t"), w)
-            penalty = p["alpha"] * w
-            penalty[xg.shape[1]] = 0.0  # not on the intercept
-            w = w - rate * (grad / len(rows) + penalty)
+    w, x, test = _taylor_sgd([x_g, x_h], y, epochs, batch)
     w_guest, w_host = _model(tmp_path, "v-enc", GUEST), _model(tmp_path, "v-enc", HOST)
     np.testing.assert_allclose(np.concatenate([w_guest, w_host]), w, atol=1e-6)
 
@@ -153,6 +160,37 @@ async def test_psi_then_encrypted_training_equals_taylor_sgd_on_the_joined_table
     predicted = ArtifactStore(party_dirs(tmp_path, GUEST)["artifacts"], "v-enc").load("predictions-predict")[0]
     np.testing.assert_allclose(predicted["proba"], lr.sigmoid(x @ w), atol=1e-6)
     assert not list((party_dirs(tmp_path, HOST)["artifacts"] / "v-enc").glob("predictions-*"))
+
+
+async def test_two_hosts_train_with_the_guest_and_predict(tmp_path):
+    """Guest (label + 10 features) and two hosts (10 features each); the loss's cross terms
+    between hosts come from the hosts, the weights equal Taylor-SGD on the joined table."""
+    from services.executor.data.importers import load_source, put_table
+    from services.executor.vertical.split import party_table, split_table
+
+    table = load_source("sklearn:breast_cancer")
+    x_all = np.asarray(table.columns["X"], np.float64)
+    hosts = ("lab", "imaging")
+    split = split_table(x_all, np.asarray(table.columns["y"]), {GUEST: range(10), hosts[0]: range(10, 20),
+                                                               hosts[1]: range(20, 30)}, keep_fraction=0.95, seed=3)
+    for party in split.columns:
+        put_table(party_dirs(tmp_path, party)["data"], "breast_cancer_v", party_table(split, party, label=party == GUEST))
+    doc = _doc(epochs=1, batch_size=256, tol=0.0, **TEST_KEY)
+    doc["parties"][hosts[1]] = {"data": "breast_cancer_v"}
+    for step in doc["steps"]:
+        step["parties"]["host"] = list(hosts)
+    view = await _run(tmp_path, doc, "v-2h", timeout_s=400)
+
+    aligned = {p: _aligned(tmp_path, "v-2h", p) for p in (GUEST, *hosts)}
+    ids = aligned[GUEST][0]
+    assert all((aligned[h][0] == ids).all() for h in hosts)
+    assert set(ids.tolist()) == set.intersection(*(set(split.rows[p].tolist()) for p in split.columns))
+    w, x, test = _taylor_sgd([aligned[GUEST][1], aligned[hosts[0]][1], aligned[hosts[1]][1]], aligned[GUEST][2], 1, 256)
+    got = np.concatenate([_model(tmp_path, "v-2h", p) for p in (GUEST, *hosts)])
+    np.testing.assert_allclose(got, w, atol=1e-6)
+    assert _metrics(view, "train", "coordinator")["train_loss"] > 0
+    predicted = ArtifactStore(party_dirs(tmp_path, GUEST)["artifacts"], "v-2h").load("predictions-predict")[0]
+    np.testing.assert_allclose(predicted["proba"], lr.sigmoid(x @ w), atol=1e-6)
 
 
 async def test_vertical_training_matches_centralized_training_on_the_joined_table(tmp_path):

@@ -7,7 +7,8 @@ move its messages (services/executor/vertical/conversation.py) and keep state:
   leaves its memory), sends the public key, decrypts masked gradients and the
   batch losses, and after each epoch tells everyone whether the loss converged.
 - guest: label and its features (+ intercept); computes [[d]] and the loss.
-- host: its features; sends [[u_h]], returns its masked gradient.
+- host: its features; sends [[u_h]], returns its masked gradient; with several
+  hosts, each adds the loss's cross terms with the hosts before it.
 
 Guest and hosts checkpoint their weights after every epoch; a resumed or
 retried step starts from the fewest epochs any party finished. At the end the
@@ -117,22 +118,33 @@ class _Trainer:
         return w
 
 
+def _unpack(arrays, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
 class HeteroLrGuest(_Trainer):
     label = intercept = True
 
     async def batch(self, seq, pos, w, lr_e):
         be, conv, x = self.backend, self.conv, self.rows.x_train[pos]
         y = lr.labels_pm(self.rows.y_train[pos], self.ctx.task.data_ref)
-        [host] = self.hosts
-        arrays, _ = await conv.expect(host, "u", seq)
-        enc_u = be.from_wire({k[2:]: v for k, v in arrays.items() if k.startswith("u.")}, host)
-        [enc_s] = be.from_wire({k[2:]: v for k, v in arrays.items() if k.startswith("s.")}, host)
-        if len(enc_u) != len(pos):
-            raise DataError(f"{host} sent {len(enc_u)} partial scores for a batch of {len(pos)}")
+        enc_u, enc_s = [], []
+        for host in self.hosts:
+            arrays, _ = await conv.expect(host, "u", seq)
+            enc_u.append(be.from_wire(_unpack(arrays, "u."), host))
+            enc_s.append(be.from_wire(_unpack(arrays, "s."), host)[0])
+            if len(enc_u[-1]) != len(pos):
+                raise DataError(f"{host} sent {len(enc_u[-1])} partial scores for a batch of {len(pos)}")
         u_g = x @ w
-        enc_wx, enc_d = await off_loop(lr.guest_residual, be, [enc_u], u_g, y)
+        enc_wx, enc_d = await off_loop(lr.guest_residual, be, enc_u, u_g, y)
         await conv.send(self.hosts, "d", seq, await off_loop(be.to_wire, enc_d))
-        loss = await off_loop(lr.guest_loss_sum, be, enc_wx, enc_u, enc_s, u_g, y)
+        # Two or more hosts: each host h' gets [[u_h]] of the hosts before it, for the loss's cross terms.
+        for j, later in enumerate(self.hosts):
+            for earlier, enc in zip(self.hosts[:j], enc_u[:j]):
+                await conv.send(later, f"u_of:{earlier}", seq, await off_loop(be.to_wire, enc))
+        cross = [be.from_wire((await conv.expect(later, f"cross:{earlier}", seq))[0], later)[0]
+                 for j, later in enumerate(self.hosts) for earlier in self.hosts[:j]]
+        loss = await off_loop(lr.guest_loss_sum, be, enc_wx, enc_u, enc_s, cross, u_g, y)
         await conv.send(self.arbiter, "loss", seq, await off_loop(be.to_wire, [loss]), {"n": float(len(pos))})
         grad = await off_loop(lr.gradient_sum, be, enc_d, x)
         return await _masked_step(self.ctx, conv, be, self.arbiter, grad, seq, w, len(pos), lr_e, True)
@@ -154,10 +166,16 @@ class HeteroLrGuest(_Trainer):
 class HeteroLrHost(_Trainer):
     async def batch(self, seq, pos, w, lr_e):
         be, conv, x = self.backend, self.conv, self.rows.x_train[pos]
-        _, enc_u, enc_s = await off_loop(lr.host_forward, be, w, x)
+        u, enc_u, enc_s = await off_loop(lr.host_forward, be, w, x)
         wire_u, wire_s = await off_loop(be.to_wire, enc_u), await off_loop(be.to_wire, [enc_s])
         await conv.send(self.guest, "u", seq, {**{f"u.{k}": v for k, v in wire_u.items()},
                                                **{f"s.{k}": v for k, v in wire_s.items()}})
+        for earlier in self.hosts[:self.hosts.index(self.ctx.task.party)]:
+            enc_other = be.from_wire((await conv.expect(self.guest, f"u_of:{earlier}", seq))[0], self.guest)
+            if len(enc_other) != len(pos):
+                raise DataError(f"{self.guest} forwarded {len(enc_other)} scores of {earlier} for a batch of {len(pos)}")
+            cross = await off_loop(lr.cross_term, be, enc_other, u)
+            await conv.send(self.guest, f"cross:{earlier}", seq, await off_loop(be.to_wire, [cross]))
         enc_d = be.from_wire((await conv.expect(self.guest, "d", seq))[0], self.guest)
         if len(enc_d) != len(pos):
             raise DataError(f"{self.guest} sent {len(enc_d)} residuals for a batch of {len(pos)}")

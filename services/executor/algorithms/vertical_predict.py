@@ -1,7 +1,7 @@
 """ferry.hetero_lr_predict: score aligned rows with the parts of a ferry.hetero_lr model.
 
 Each party loads its own part (artifact hetero-lr-<model_from>) and standardises
-its features as in training; the host sends the guest its partial scores
+its features as in training; each host sends the guest its partial scores
 x_h·w_h (what FATE's prediction sends too), the guest adds its own and keeps
 the probabilities and labels as artifact predictions-<step>. With labels in the
 guest's data, it reports accuracy, AUC and log-loss over the scored rows.
@@ -61,15 +61,17 @@ class PredictHost:
 class PredictGuest:
     async def run(self, ctx) -> RoleResult:
         u, rows = _scores_of_own_part(ctx)
-        host = _peer(ctx, "host")
-        conv = await Conversation.open(ctx, [host], ctx.params["timeout_s"])
+        hosts = sorted(p.party for p in ctx.task.peers if p.role == "host")
+        conv = await Conversation.open(ctx, hosts, ctx.params["timeout_s"])
         try:
             await conv.handshake({"rows": float(len(rows))})
-            u_h = np.asarray((await conv.expect(host, "u_pred", 0))[0].get("u", np.empty(0)), np.float64)
-            if u_h.shape != u.shape:
-                raise DataError(f"{host} sent {u_h.shape} scores for {u.shape[0]} rows: are both parties "
-                                f"scoring rows aligned by the same ferry.psi step?")
-            proba = lr.sigmoid(u + u_h)
+            for host in hosts:
+                u_h = np.asarray((await conv.expect(host, "u_pred", 0))[0].get("u", np.empty(0)), np.float64)
+                if u_h.shape != u.shape:
+                    raise DataError(f"{host} sent {u_h.shape} scores for {u.shape[0]} rows: are all parties "
+                                    f"scoring rows aligned by the same ferry.psi step?")
+                u = u + u_h
+            proba = lr.sigmoid(u)
             label = (proba >= float(ctx.params["threshold"])).astype(np.int64)
             ctx.artifacts.save(f"predictions-{ctx.task.step}", {"proba": proba, "label": label, "rows": rows},
                                {"model_from": ctx.params["model_from"], "dataset": ctx.task.data_ref})
@@ -77,7 +79,7 @@ class PredictGuest:
             if ctx.data.schema.label is not None:
                 y = np.asarray(ctx.data.reader.take(ctx.data.schema.label, rows))
                 metrics.update(lr.scores(proba, y, float(ctx.params["threshold"])))
-            await conv.send(host, "done", 0, metrics=metrics)
+            await conv.send(hosts, "done", 0, metrics=metrics)
         finally:
             await conv.close()
         return RoleResult(metrics=metrics, outputs={"predictions": f"predictions-{ctx.task.step}"})

@@ -10,6 +10,7 @@ where wx_i = u_g,i + Σ_h u_h,i and u_p = x_p w_p. Per mini-batch:
 
     host    -> guest : [[u_h]], [[Σ u_h²]]          (encrypted under the arbiter's key)
     guest   -> hosts : [[d]]                          (re-randomised)
+    guest   -> host h': [[u_h]] of each host h < h'; h' -> guest: [[Σ u_h u_h']]  (2+ hosts: the loss's cross terms)
     each    -> arbiter: [[X_p^T d + r_p]]             (r_p uniform mask, only its owner knows it)
     guest   -> arbiter: [[Σ loss_i]]
     arbiter -> each  : X_p^T d + r_p decrypted; the owner removes r_p and steps.
@@ -102,10 +103,20 @@ def guest_residual(backend, enc_u_hosts: list, u_g: np.ndarray, y_pm: np.ndarray
     return enc_wx, backend.add_plain(backend.scale(enc_wx, 0.25), -0.5 * y_pm)
 
 
-def guest_loss_sum(backend, enc_wx, enc_u_h, enc_uh2, u_g: np.ndarray, y_pm: np.ndarray):
-    """[[Σ_i loss_i]] for one host: n log 2 - Σ y wx / 2 + (Σ u_g² + 2 Σ u_g u_h + Σ u_h²) / 8."""
-    terms = [backend.dot(enc_wx, -0.5 * y_pm), backend.dot(enc_u_h, 0.25 * u_g), backend.scale([enc_uh2], 0.125)[0]]
+def guest_loss_sum(backend, enc_wx, enc_u_hosts: list, enc_s_hosts: list, enc_cross: list,
+                   u_g: np.ndarray, y_pm: np.ndarray):
+    """[[Σ_i loss_i]] = n log 2 - Σ y wx / 2 + Σ wx² / 8, where
+    Σ wx² = Σ u_g² + 2 Σ_h Σ u_g u_h + Σ_h [[Σ u_h²]] + 2 Σ_{h<h'} [[Σ u_h u_h']]
+    (the cross terms between hosts come from the hosts, see `cross_term`)."""
+    terms = [backend.dot(enc_wx, -0.5 * y_pm)]
+    terms += [backend.dot(enc_u, 0.25 * u_g) for enc_u in enc_u_hosts]
+    terms += list(backend.scale(list(enc_s_hosts), 0.125)) + list(backend.scale(list(enc_cross), 0.25))
     return backend.total(terms) + float(len(y_pm) * LN2 + 0.125 * (u_g @ u_g))
+
+
+def cross_term(backend, enc_u_other, u_mine: np.ndarray):
+    """[[Σ_i u_other,i u_mine,i]]: what a host adds to the loss for each host before it."""
+    return backend.dot(enc_u_other, u_mine)
 
 
 def gradient_sum(backend, enc_d, x: np.ndarray):
