@@ -26,11 +26,15 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import pysodium
 
 from shared.errors import ConfigurationError, DataError
 
-POINT_BYTES = pysodium.crypto_core_ristretto255_BYTES   # 32
+try:
+    import pysodium
+except (ImportError, OSError, ValueError) as exc:  # pysodium raises ValueError when libsodium is absent
+    pysodium, _MISSING = None, exc
+
+POINT_BYTES = 32  # crypto_core_ristretto255_BYTES
 _DOMAIN = b"ferry.psi.v1"
 CHUNK = 2048
 
@@ -99,6 +103,9 @@ class Blinder:
 
     @classmethod
     def fresh(cls) -> "Blinder":
+        if pysodium is None:
+            raise ConfigurationError(f"PSI needs libsodium >= 1.0.18 (Debian: libsodium23) and pysodium on this "
+                                     f"node: {_MISSING}")
         return cls(pysodium.crypto_core_ristretto255_scalar_random())
 
     def hash_and_blind(self, context: bytes, ids: Sequence[bytes], workers: int = 1) -> list[bytes]:
