@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run: the parties' folders, <dir>/parties/<party>/{data,checkpoints,artifacts}")
     flow.add_argument("--demo-data", action="store_true",
                       help="run: first import the demo's breast-cancer parties into --work-dir")
+    flow.add_argument("--vertical-demo-data", action="store_true",
+                      help="run: first import breast_cancer split by columns (hospital: label + 15 features, "
+                           "lab: the other 15) as dataset breast_cancer_v into --work-dir")
     flow.set_defaults(run=_flow)
     for name, handler, help_text in (("kafka", _kafka, "fetch, start or stop the development Kafka broker"),
                                      ("data", _data, "import or inspect a party's LMDB data"),

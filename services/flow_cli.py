@@ -146,6 +146,13 @@ def run(args: argparse.Namespace) -> int:
             print("--demo-data needs --work-dir", file=sys.stderr)
             return 1
         prepare_parties(work_dir)
+    if getattr(args, "vertical_demo_data", False):
+        from services.executor.vertical.split import prepare_vertical_parties
+
+        if work_dir is None:
+            print("--vertical-demo-data needs --work-dir", file=sys.stderr)
+            return 1
+        prepare_vertical_parties(work_dir)
     view = asyncio.run(run_flow_embedded(flow, timeout_s=args.timeout, work_dir=work_dir))
     print(json.dumps(view, indent=2, default=str))
     return 0 if view.get("status") == "SUCCEEDED" else 1

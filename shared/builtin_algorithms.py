@@ -116,4 +116,84 @@ LOCAL_TRAIN = AlgorithmSpec(
                 "rows: the no-collaboration baseline federated training should beat.",
 )
 
-BUILTIN = (NOOP, DATA_VALIDATE, STANDARDISE, FEDAVG, EVALUATE, CENTRALIZED, LOCAL_TRAIN)
+PSI = AlgorithmSpec(
+    "ferry.psi", "1",
+    roles=(RoleSpec("guest", f"{_IMPL}.vertical_psi:PsiGuest", min_parties=1, max_parties=1,
+                    help="matches the blinded ids; usually the party that holds the label"),
+           RoleSpec("host", f"{_IMPL}.vertical_psi:PsiHost", min_parties=1)),
+    params=(ParamSpec("id_column", "str", "id", help="column of record ids (integers or fixed-width byte strings)"),
+            ParamSpec("timeout_s", "float", 600.0, minimum=0.001, maximum=86400.0,
+                      help="longest wait for another party's message"),
+            ParamSpec("workers", "int", minimum=1, maximum=1024,
+                      help="threads for the group operations (default and cap: this node's cores)")),
+    description="Private set intersection (ECDH over ristretto255): every party learns which ids all "
+                "share and keeps its rows of them in one agreed order (artifact psi-<step>) for "
+                "vertical training; nothing about the other ids.",
+)
+
+_VERTICAL_DATA = (
+    ParamSpec("align_with", "str", help="the ferry.psi step whose aligned rows to use; without it the parties' "
+                                        "datasets must already hold the same ids in the same order"),
+    ParamSpec("id_column", "str", "id", help="record-id column, never used as a feature"),
+    ParamSpec("timeout_s", "float", 600.0, minimum=0.001, maximum=86400.0,
+              help="longest wait for another party's message"),
+)
+
+
+def _weak_privacy_needs_insecure(params):
+    problems = []
+    if params.get("encryption") == "none" and not params.get("insecure"):
+        problems.append(("encryption", "'none' sends partial scores and residuals in the clear; "
+                                       "set insecure: true to allow it (development and benchmarks only)"))
+    if params.get("key_bits", 2048) < 2048 and not params.get("insecure"):
+        problems.append(("key_bits", f"{params['key_bits']}-bit Paillier keys are breakable; use >= 2048 "
+                                     f"or set insecure: true (tests only)"))
+    return problems
+
+
+HETERO_LR = AlgorithmSpec(
+    "ferry.hetero_lr", "1",
+    roles=(RoleSpec("guest", f"{_IMPL}.vertical_lr:HeteroLrGuest", min_parties=1, max_parties=1,
+                    help="holds the label and some features; evaluates on its held-out rows"),
+           RoleSpec("host", f"{_IMPL}.vertical_lr:HeteroLrHost", min_parties=1,
+                    help="holds other features of the same people (one or more hosts)"),
+           RoleSpec("arbiter", f"{_IMPL}.vertical_lr:HeteroLrArbiter", min_parties=1, max_parties=1,
+                    needs_data=False, help="holds the Paillier private key; sees only masked gradients and the loss")),
+    params=_VERTICAL_DATA + (
+        ParamSpec("epochs", "int", 30, minimum=1, maximum=10000, help="most epochs; fewer once the loss converged"),
+        ParamSpec("batch_size", "int", 64, minimum=1, maximum=1_000_000),
+        ParamSpec("lr", "float", 0.15, minimum=1e-12, maximum=100.0, help="learning rate at epoch 0"),
+        ParamSpec("lr_schedule", "str", "inverse_sqrt", choices=("constant", "inverse", "inverse_sqrt"),
+                  help="lr / (1 + decay * epoch), its square root, or constant"),
+        ParamSpec("lr_decay", "float", 0.1, minimum=0.0, maximum=1e6),
+        ParamSpec("alpha", "float", 0.01, minimum=0.0, maximum=1e6, help="L2 penalty (not on the intercept)"),
+        ParamSpec("tol", "float", 1e-4, minimum=0.0, maximum=1e6,
+                  help="converged once the epoch's mean loss changes by less than this"),
+        ParamSpec("seed", "int", 0, minimum=0, maximum=2**31 - 1, help="mini-batch order and held-out rows"),
+        ParamSpec("test_fraction", "float", 0.2, minimum=0.01, maximum=0.9,
+                  help="share of the aligned rows held out for the guest's evaluation"),
+        ParamSpec("standardise", "bool", True, help="each party standardises its own features (training-row statistics)"),
+        ParamSpec("encryption", "str", "paillier", choices=("paillier", "none")),
+        ParamSpec("key_bits", "int", 2048, minimum=512, maximum=8192, help="Paillier modulus size"),
+        ParamSpec("insecure", "bool", False, help="allow encryption none or keys under 2048 bits; warns loudly"),
+    ),
+    checks=(_weak_privacy_needs_insecure,),
+    description="Vertical (hetero) logistic regression: guest with the label, hosts with other features of the "
+                "same people, an arbiter with the Paillier key; gradients travel encrypted and masked "
+                "(Hardy et al. 2017, FATE's hetero-LR).",
+)
+
+HETERO_LR_PREDICT = AlgorithmSpec(
+    "ferry.hetero_lr_predict", "1",
+    roles=(RoleSpec("guest", f"{_IMPL}.vertical_predict:PredictGuest", min_parties=1, max_parties=1),
+           RoleSpec("host", f"{_IMPL}.vertical_predict:PredictHost", min_parties=1)),
+    params=_VERTICAL_DATA + (
+        ParamSpec("model_from", "str", required=True, help="the ferry.hetero_lr step whose model parts to use"),
+        ParamSpec("threshold", "float", 0.5, minimum=0.0, maximum=1.0),
+    ),
+    description="Scores aligned rows with a vertical model: each party applies its own part, the host sends "
+                "its partial scores to the guest, which keeps the predictions (artifact predictions-<step>).",
+)
+
+BUILTIN = (NOOP, DATA_VALIDATE, STANDARDISE, FEDAVG, EVALUATE, CENTRALIZED, LOCAL_TRAIN, PSI, HETERO_LR,
+           HETERO_LR_PREDICT)
