@@ -49,6 +49,9 @@ class RoundContext:
 
     attempt is the aggregator's attempt (it drives the session); a retried
     aggregator replays round r under a new attempt and so under new keys.
+    transcript is the hash of the round's signed setup (federation/transcript.py):
+    a client that saw another model, cohort or threshold derives other keys and
+    checks other signatures, so nothing from one run of a round is valid in another.
     """
 
     flow_id: str
@@ -56,9 +59,11 @@ class RoundContext:
     step: str
     round: int
     attempt: int
+    transcript: str = ""
 
     def info(self, label: str, *parts: str) -> bytes:
-        fields = (self.flow_id, self.task_id, self.step, str(self.round), str(self.attempt), label, *parts)
+        setup = (f"transcript:{self.transcript}",) if self.transcript else ()
+        fields = (self.flow_id, self.task_id, self.step, str(self.round), str(self.attempt), *setup, label, *parts)
         return DOMAIN + _frame(*(f.encode() for f in fields))
 
 
