@@ -22,7 +22,7 @@ from typing import Mapping
 import numpy as np
 
 from . import shamir
-from .crypto import RoundContext, pair_mask, self_mask, seal, share_key, unseal, x25519_pair
+from .crypto import RoundContext, pair_mask, seed_commitment, self_mask, seal, share_key, unseal, x25519_pair
 from .errors import ProtocolViolation
 from .keys import KeyRing
 from .messages import Signed, Stage, check, signed, threshold_for
@@ -133,7 +133,8 @@ def _on_keys(state: ClientState, message: Signed) -> tuple[ClientState, list[Sig
         blobs[v] = seal(key, plaintext, ctx.info("share", me, v))
     state = dataclasses.replace(state, expecting=Stage.SHARES_IN, server_identity=server_identity, peers=peers,
                                 threshold=t, held={me: (b_shares[me], s_shares[me])})
-    return state, [signed(ctx, state.keyring, Stage.SHARES, state.server, {}, blobs)]
+    commitment = {"b_commit": seed_commitment(state.b_seed, ctx, me)}
+    return state, [signed(ctx, state.keyring, Stage.SHARES, state.server, commitment, blobs)]
 
 
 def share_indices(peers) -> dict[str, int]:

@@ -126,6 +126,13 @@ def self_mask(b_seed: bytes, ctx: RoundContext, owner: str, length: int) -> np.n
     return prg_words(hkdf(b_seed, ctx.info("self-mask", owner)), length)
 
 
+def seed_commitment(b_seed: bytes, ctx: RoundContext, owner: str) -> str:
+    """SHA-256 commitment to a self-mask seed, published with its shares and checked after
+    reconstruction: a corrupted share is caught, never turned into a garbage model. The seed is
+    256 random bits, so the hash reveals nothing usable about it."""
+    return hashlib.sha256(ctx.info("self-mask-commitment", owner) + b_seed).hexdigest()
+
+
 def pair_mask(my_s_private: bytes, their_s_public: bytes, ctx: RoundContext, a: str, b: str,
               length: int) -> np.ndarray:
     """PRG(s_ab): the same words for a and b (the names are bound in sorted order)."""

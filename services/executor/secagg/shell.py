@@ -1,8 +1,9 @@
 """The I/O shell: moves signed stage messages between the pure core and a RoundChannel.
 
 Every stage message travels as one RoundMessage of kind SECAGG: body = canonical
-JSON {"stage", "header"}, one uint8 tensor per blob, and the Ed25519 signature in
-the message's `signature` field. Large blobs (masked vectors of big models) are
+JSON {"stage", "header", "signature"} (the stage signature, over the RoundContext
+and the transcript), one uint8 tensor per blob. The RoundMessage's own
+`signature` field is the transport's (federation/signing.py), over the whole. Large blobs (masked vectors of big models) are
 chunked by the transport like any other payload.
 
 A message that fails verification is logged and dropped, never fatal: whoever
@@ -33,22 +34,23 @@ from .server import server_advance, server_receive, server_result, server_start
 
 
 def to_round_message(channel, round: int, message: Signed) -> RoundMessage:
-    body = canonical_json({"stage": message.stage.value, "header": message.header})
+    body = canonical_json({"stage": message.stage.value, "header": message.header,
+                           "signature": message.signature.hex()})
     tensors = tuple(Tensor(name, "|u1", (len(blob),), bytes(blob)) for name, blob in message.blobs.items())
     base = channel.message(RoundKind.SECAGG, round, recipient=message.recipient, body=body)
-    return dataclasses.replace(base, tensors=tensors, signature=message.signature)
+    return dataclasses.replace(base, tensors=tensors)
 
 
 def from_round_message(message: RoundMessage) -> Signed:
     try:
         decoded = json.loads(message.body)
-        stage, header = Stage(decoded["stage"]), decoded["header"]
+        stage, header, signature = Stage(decoded["stage"]), decoded["header"], bytes.fromhex(decoded["signature"])
     except (ValueError, KeyError, TypeError) as exc:
         raise MalformedMessage(f"secagg message from {message.sender}: unreadable body ({exc})") from exc
     if not isinstance(header, dict) or any(t.dtype != "|u1" or t.shape != (len(t.data),) for t in message.tensors):
         raise MalformedMessage(f"secagg message from {message.sender}: blobs must be flat uint8 tensors")
     return Signed(stage, message.sender, message.recipient, header,
-                  {t.name: bytes(t.data) for t in message.tensors}, bytes(message.signature))
+                  {t.name: bytes(t.data) for t in message.tensors}, signature)
 
 
 def round_context(task, round: int, attempt: int, transcript: str = "") -> RoundContext:
