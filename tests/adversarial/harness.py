@@ -98,13 +98,14 @@ Attack = Callable[[Run], Awaitable[Any]]
 
 
 async def run_step(work: Path, *, params: dict | None = None, attack: Attack | None = None,
-                   honest_aggregator: bool = True, timeout_s: float = 120.0) -> Run:
-    """Runs the step to the end (or timeout_s); `attack(run)` runs beside the roles from the start."""
+                   scripted: tuple[str, ...] = (), timeout_s: float = 120.0, grace_s: float = 0.0) -> Run:
+    """Runs the step to the end (or timeout_s); `attack(run)` runs beside the roles from the start,
+    and plays the `scripted` parties (their honest roles do not run)."""
     task_id = f"{FLOW}.train-{uuid.uuid4().hex[:8]}"
     all_specs = specs(task_id, {**PARAMS, **(params or {})})
     run = Run(InMemoryBus(), all_specs, in_memory_federation(all_specs))
     await run.bus.ensure_topics(topics.CATALOGUE)
-    roles = [p for p in all_specs if honest_aggregator or p != AGGREGATOR]
+    roles = [p for p in all_specs if p not in scripted]
     with structlog.testing.capture_logs() as logs:
         async def one(party: str) -> None:
             run.exit_codes[party] = await run_task(all_specs[party], party_dirs(work, party), asyncio.Event(),
@@ -112,7 +113,10 @@ async def run_step(work: Path, *, params: dict | None = None, attack: Attack | N
         tasks = [asyncio.create_task(one(p)) for p in roles]
         attacker = asyncio.create_task(attack(run)) if attack is not None else None
         try:
-            await asyncio.wait_for(asyncio.gather(*tasks), timeout_s)
+            # With a scripted party the honest ones cannot finish on their own: the script's end is the run's.
+            await asyncio.wait_for(attacker if scripted else asyncio.gather(*tasks), timeout_s)
+            if scripted and grace_s:  # the script played its part; the honest roles may still finish
+                await asyncio.wait_for(asyncio.gather(*tasks), grace_s)
         except asyncio.TimeoutError:
             pass
         finally:

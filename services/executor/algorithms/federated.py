@@ -31,7 +31,7 @@ from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_o
 from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
 from services.executor.ml.strategies import make_strategy, state_from_arrays, state_to_arrays
 from services.executor.ml.training import TrainConfig, evaluate, train_local
-from services.executor.secagg import KeyRing, TooFewClients
+from services.executor.secagg import KeyRing, ProtocolViolation, TooFewClients
 from services.executor.secagg.shell import ClientSession, clip_of, server_round
 from services.executor.transport import RoundChannel, from_tensors
 from shared.algorithms import RoleResult
@@ -215,6 +215,10 @@ class _Aggregation:
                                  f"min_clients={p['min_clients']})") from exc
         except SetupRejected as exc:
             raise TrainingFailed(str(exc)) from exc
+        except ProtocolViolation as exc:  # e.g. shares that do not rebuild a committed seed
+            self.ctx.log.warning("secagg.round_refused", round=r, reason=str(exc))
+            await self.ctx.report(round=r, total_rounds=int(p["rounds"]), stage=f"refused round: {exc}"[:300])
+            return state, global_w, {"rejected_sum": 1.0}
         try:
             check_secure_sum(decoded.average, global_w, decoded.total_weight, decoded.clients, p)
         except UpdateRejected as exc:
