@@ -193,10 +193,14 @@ async def run_channel(bootstrap: str, n_clients: int, n_params: int, rounds: int
     buses = await _buses(bootstrap, ["coordinator", *clients], traffic)
     clock = SystemClock()
     channels = {}
+    from services.executor.federation.identity import in_memory_federation
+
+    keys = in_memory_federation(buses)  # signed and verified like every executor's round traffic
     for party, bus in buses.items():
         role = "aggregator" if party == "coordinator" else "client"
         publisher = EventPublisher(bus, f"executor/{party}", clock)
-        channels[party] = await RoundChannel(bus, _task(task_id, party, role, clients), publisher).open()
+        channels[party] = await RoundChannel(bus, _task(task_id, party, role, clients), publisher,
+                                             trust=keys[party]).open()
 
     received_at: dict[tuple[int, str], float] = {}
     train_s: dict[tuple[int, str], float] = {}
@@ -367,6 +371,9 @@ async def run_roles(bootstrap: str, n_clients: int, n_params: int, rounds: int, 
     buses = await _buses(bootstrap, ["coordinator", *clients], traffic)
     clock = SystemClock()
     stop = asyncio.Event()
+    from services.executor.federation.identity import in_memory_federation
+
+    keys = in_memory_federation(buses)
 
     def ctx_for(party: str, role: str) -> ExecutorContext:
         spec = _task(task_id, party, role, clients, params, data_ref="" if role == "aggregator" else "bench")
@@ -375,7 +382,7 @@ async def run_roles(bootstrap: str, n_clients: int, n_params: int, rounds: int, 
                    artifacts=ArtifactStore(work / party / "artifacts", spec.flow_id), peers=None, clock=clock,
                    log=structlog.get_logger().bind(party=party), stop=stop,
                    publisher=EventPublisher(buses[party], f"executor/{party}", clock), data_opener=opener,
-                   bus=buses[party])
+                   bus=buses[party], trust=keys[party])
 
     original = federated.ROUND_SECONDS, federated.RoundChannel, federated.REJOIN_AFTER_S
     sends = _SendLog()

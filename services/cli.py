@@ -44,6 +44,12 @@ def _data(args: argparse.Namespace) -> int:
     return data_main(args.rest)
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from services.executor.federation.keys_cli import main as keys_main
+
+    return keys_main(args.rest)
+
+
 def _topics(_args: argparse.Namespace) -> int:
     from shared.topics import CATALOGUE
 
@@ -83,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, help_text in (("kafka", _kafka, "fetch, start or stop the development Kafka broker"),
                                      ("data", _data, "import or inspect a party's LMDB data"),
                                      ("certs", _certs, "make the federation's CA and Kafka TLS certificates, "
-                                                       "broker TLS properties and ACLs")):
+                                                       "broker TLS properties and ACLs"),
+                                     ("keys", _keys, "party identities: generate keys, build/validate "
+                                                     "the federation key registry")):
         p = sub.add_parser(name, help=help_text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(run=handler)

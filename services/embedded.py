@@ -3,7 +3,9 @@
 Executors run inline (asyncio tasks) because the in-process bus cannot cross
 a process boundary; they get the same spec, folders and stop signal as a
 local process or a Kubernetes pod would. Used by `ferry demo`, `ferry flow
-run` and the fast end-to-end tests.
+run` and the fast end-to-end tests. Every party gets an Ed25519 identity in
+<work_dir>/keys, generated on first use, and the registry of them all: round
+messages are signed and checked against pinned keys here as in production.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from services.executor.main import run_task
+from services.executor.main import dev_trust, run_task
 from services.monitor.adapters.state_store import MonitorStateStore
 from services.monitor.api import flow_json
 from services.monitor.app import MonitorService
@@ -39,7 +41,9 @@ class EmbeddedPlatform:
         self.splitter = SplitterService(self.bus, self.clock, self.registry)
 
         async def executor(spec, dirs, stop):
-            return await run_task(spec, dirs, stop, bus=self.bus, clock=self.clock, registry=self.registry)
+            # Party keys are generated into the work dir on first use: identities are pinned here too.
+            return await run_task(spec, dirs, stop, bus=self.bus, clock=self.clock, registry=self.registry,
+                                  trust=lambda: dev_trust(self.work_dir / "keys", spec))
 
         launcher = InlineLauncher(self.work_dir, executor)
         self.scheduler = SchedulerService(self.bus, self.clock,

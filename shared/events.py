@@ -242,6 +242,7 @@ class RoundMessage:
     chunk_index: int = 0
     chunk_count: int = 0
     payload_sha256: str = ""
+    nonce: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -13,3 +13,6 @@ TRANSITIONS = Counter("ferry_state_transitions_total", "Applied state transition
 ANOMALIES = Counter("ferry_state_anomalies_total", "Events recorded but not applied", ["kind"])
 RUNNING_TASKS = Gauge("ferry_running_algorithm_tasks", "Algorithm tasks running on this runner", ["runner"])
 ROUND_SECONDS = Histogram("ferry_round_seconds", "Wall time of one training round", ["role"])
+ROUND_MESSAGES_REJECTED = Counter("ferry_round_messages_rejected_total",
+                                  "Round messages refused by a receiver (unsigned, forged, replayed, ...)",
+                                  ["kind", "reason"])

@@ -109,6 +109,19 @@ class ExecutorGroup(BaseModel):
                                                       "heartbeat and writes its exit code next to (set by the runner)")
 
 
+class FederationGroup(BaseModel):
+    """Party identities (docs/keys.md): pinned by default; `ferry keys` provisions them."""
+
+    identity_key_file: Path | None = Field(None, description="this party's Ed25519 private key (PKCS#8 PEM); "
+                                                             "'{party}' in the path becomes the party's name")
+    key_registry: Path | None = Field(None, description="the federation's key registry (YAML: party -> public "
+                                                        "key), next to the node registry")
+    insecure_unpinned: bool = Field(False, description="DEVELOPMENT ONLY: without a registry, accept any "
+                                                       "sender's key; every round logs a warning")
+    max_incomplete_payloads: int = Field(8, description="chunked payloads a receiver keeps half-assembled per "
+                                                        "sender; older ones are dropped")
+
+
 class FerrySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FERRY_", env_nested_delimiter="__", extra="ignore")
 
@@ -120,6 +133,7 @@ class FerrySettings(BaseSettings):
     scheduler: SchedulerGroup = SchedulerGroup()
     monitor: MonitorGroup = MonitorGroup()
     executor: ExecutorGroup = ExecutorGroup()
+    federation: FederationGroup = FederationGroup()
     instance: str = Field("0", description="instance id within a service's consumer group")
 
 

@@ -26,6 +26,8 @@ class ExecutorContext:
     stop: asyncio.Event
     data_opener: Callable[[], Any] | None = None
     bus: Any = None   # for the executor's own transport adapters (round messages), not for roles
+    trust: Any = None  # federation.identity.Trust: this party's identity and the pinned keys of all
+    max_incomplete_payloads: int = 8
     _data: Any = field(default=None, init=False)
 
     @property

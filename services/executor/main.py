@@ -19,6 +19,7 @@ from services.executor import liveness
 from services.executor.artifacts import ArtifactStore
 from services.executor.checkpoints import FileCheckpointStore
 from services.executor.context import ExecutorContext
+from services.executor.federation.identity import Trust, ensure_dev_keys, load_trust
 from shared import topics
 from shared.algorithms import AlgorithmRegistry, load_role
 from shared.bus.port import Bus
@@ -54,20 +55,30 @@ async def _report_failure(publisher: EventPublisher, spec: AlgorithmTaskSpec, ex
         pass
 
 
+def dev_trust(keys_dir: Path, spec: AlgorithmTaskSpec) -> Trust:
+    """Development provisioning: keys for this task's parties under keys_dir, made on first use."""
+    template, registry = ensure_dev_keys(keys_dir, [spec.party, *(p.party for p in spec.peers)])
+    return load_trust(spec.party, template, registry, insecure=False)
+
+
 async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio.Event, *, bus: Bus,
                    clock: Clock, registry: AlgorithmRegistry | None = None, heartbeat_s: float = 5.0,
-                   lease: Path | None = None) -> int:
+                   lease: Path | None = None, trust: Callable[[], Trust] | Trust | None = None,
+                   max_incomplete_payloads: int = 8) -> int:
     """Run one attempt of an algorithm task, heartbeating, and report how it ended; returns the exit code.
 
     The exit report is the last act (liveness.py): the executor's own word, so its end
-    is known even when the scheduler that started it is gone."""
+    is known even when the scheduler that started it is gone.
+    trust: this party's identity and the federation's keys, or a loader of them (called inside,
+    so that a bad key file fails the task with its reason like any configuration error).
+    """
     publisher = EventPublisher(bus, f"executor/{spec.algo_task_id}", clock)
     beats = asyncio.create_task(liveness.heartbeat(
         EventPublisher(bus, f"executor/{spec.algo_task_id}/heartbeat", clock), spec, heartbeat_s, clock, lease))
     failure: list[str] = []
     try:
         code = await _run_role(spec, dirs, stop, bus=bus, clock=clock, registry=registry, publisher=publisher,
-                               failure=failure)
+                               failure=failure, trust=trust, max_incomplete_payloads=max_incomplete_payloads)
     finally:
         beats.cancel()
         await asyncio.gather(beats, return_exceptions=True)
@@ -78,7 +89,8 @@ async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio
 
 async def _run_role(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio.Event, *, bus: Bus,
                     clock: Clock, registry: AlgorithmRegistry | None, publisher: EventPublisher,
-                    failure: list[str]) -> int:
+                    failure: list[str], trust: Callable[[], Trust] | Trust | None,
+                    max_incomplete_payloads: int) -> int:
     log = structlog.get_logger(service="executor").bind(
         flow=spec.flow_id, task=spec.task_id, algo_task=spec.algo_task_id, party=spec.party,
         role=spec.role, attempt=spec.attempt)
@@ -89,12 +101,15 @@ async def _run_role(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asynci
             raise ConfigurationError(f"algorithm {spec.algorithm} {spec.version} with role {spec.role} "
                                      f"is not installed on this node")
         role = load_role(algorithm.role(spec.role))
+        if callable(trust):
+            trust = trust()
         ctx = ExecutorContext(
             task=spec, params=algorithm.with_defaults(spec.params),
             checkpoints=FileCheckpointStore(dirs["checkpoints"], spec.algo_task_id),
             artifacts=ArtifactStore(dirs["artifacts"], spec.flow_id),
             peers=None, clock=clock, log=log, publisher=publisher, stop=stop,
-            data_opener=_data_opener(dirs.get("data"), spec), bus=bus)
+            data_opener=_data_opener(dirs.get("data"), spec), bus=bus, trust=trust,
+            max_incomplete_payloads=max_incomplete_payloads)
         log.info("executor.started")
         await ctx.report(stage="started")
         result = await role.run(ctx)
@@ -133,6 +148,10 @@ def main() -> int:
     spec = spec_from_text(text)
     ex = settings.executor
     dirs = {"data": ex.data_dir, "checkpoints": ex.checkpoint_dir, "artifacts": ex.artifacts_dir}
+    fed = settings.federation
+
+    def trust() -> Trust:
+        return load_trust(spec.party, fed.identity_key_file, fed.key_registry, fed.insecure_unpinned)
 
     async def go() -> int:
         stop = asyncio.Event()
@@ -143,7 +162,8 @@ def main() -> int:
         await bus.start()
         try:
             return await run_task(spec, dirs, stop, bus=bus, clock=SystemClock(), heartbeat_s=ex.heartbeat_s,
-                                  lease=ex.lease_file)
+                                  lease=ex.lease_file, trust=trust,
+                                  max_incomplete_payloads=fed.max_incomplete_payloads)
         finally:
             await bus.stop()
 

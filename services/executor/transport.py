@@ -6,6 +6,11 @@ tails only that partition. Messages larger than one record are split into
 chunks (one record each) carrying payload id, index, count and the SHA-256 of
 the whole, and are reassembled and verified before anyone sees them. The same
 path serves plain and secure training, and any model size.
+
+Every message is signed by its sender's pinned identity before it is chunked
+and verified after it is reassembled (services/executor/federation/signing.py);
+what fails is counted in ferry_round_messages_rejected_total, logged with its
+reason and never reaches a role. Half-assembled payloads are bounded per sender.
 """
 
 from __future__ import annotations
@@ -14,15 +19,20 @@ import asyncio
 import dataclasses
 import hashlib
 import uuid
+from collections import OrderedDict
 from typing import Mapping
 
 import numpy as np
+import structlog
 
+from services.executor.federation.identity import Trust
+from services.executor.federation.signing import RejectedMessage, Verifier, sign_message
 from shared import topics
 from shared.bus.port import Bus, Consumer
-from shared.errors import MalformedMessage
+from shared.errors import ConfigurationError, MalformedMessage
 from shared.events import AlgorithmTaskSpec, RoundMessage, Tensor
 from shared.messaging import EventPublisher
+from shared.metrics import ROUND_MESSAGES_REJECTED
 from shared.wire import codec
 
 DEFAULT_CHUNK_BYTES = 900_000  # below Kafka's 1 MiB default with room for the envelope
@@ -64,21 +74,36 @@ def split(message: RoundMessage, chunk_bytes: int) -> list[RoundMessage]:
 
 
 class Reassembler:
-    """Collects chunks per payload id; yields the original message once complete and intact."""
+    """Collects chunks per payload id; yields the original message once complete and intact.
 
-    def __init__(self) -> None:
+    Chunks are not signed one by one, so anyone could start payloads that never
+    complete: each sender keeps at most `max_incomplete` half-assembled payloads,
+    and starting one more drops its oldest.
+    """
+
+    def __init__(self, max_incomplete: int = 8) -> None:
         self._parts: dict[str, dict[int, bytes]] = {}
+        self._open: dict[str, OrderedDict[str, None]] = {}   # sender -> its incomplete payload ids
+        self._max_incomplete = max_incomplete
+        self.dropped = 0
 
     def add(self, chunk: RoundMessage) -> RoundMessage | None:
         if not chunk.payload_id:
             return chunk
         if not 0 <= chunk.chunk_index < chunk.chunk_count:
             raise MalformedMessage(f"chunk {chunk.chunk_index} of {chunk.chunk_count} is out of range")
+        pending = self._open.setdefault(chunk.sender, OrderedDict())
+        if chunk.payload_id not in pending:
+            pending[chunk.payload_id] = None
+            while len(pending) > self._max_incomplete:
+                self._parts.pop(pending.popitem(last=False)[0], None)
+                self.dropped += 1
         parts = self._parts.setdefault(chunk.payload_id, {})
         parts[chunk.chunk_index] = chunk.body
         if len(parts) < chunk.chunk_count:
             return None
         del self._parts[chunk.payload_id]
+        pending.pop(chunk.payload_id, None)
         whole = b"".join(parts[i] for i in range(chunk.chunk_count))
         if hashlib.sha256(whole).hexdigest() != chunk.payload_sha256:
             raise MalformedMessage(f"payload {chunk.payload_id} fails its SHA-256 check")
@@ -89,16 +114,31 @@ class RoundChannel:
     """One executor's end of its step's conversation."""
 
     def __init__(self, bus: Bus, task: AlgorithmTaskSpec, publisher: EventPublisher,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, *, trust: Trust | None = None, log=None,
+                 max_incomplete: int = 8):
         self._bus = bus
         self._task = task
         self._publisher = publisher
         self._chunk_bytes = chunk_bytes
         self._consumer: Consumer | None = None
-        self._reassembler = Reassembler()
+        self._reassembler = Reassembler(max_incomplete)
         self._ready: list[RoundMessage] = []
+        self._trust = trust
+        self._verifier = Verifier(task, trust.registry) if trust is not None else None
+        self._log = log if log is not None else structlog.get_logger(service="executor")
+        self._warned_round: int | None = None
+
+    @classmethod
+    def for_role(cls, ctx, **kwargs) -> "RoundChannel":
+        """The channel of a role's step, signed with the executor's identity."""
+        return cls(ctx.bus, ctx.task, ctx.publisher, trust=getattr(ctx, "trust", None), log=ctx.log,
+                   max_incomplete=getattr(ctx, "max_incomplete_payloads", 8), **kwargs)
 
     async def open(self) -> "RoundChannel":
+        if self._trust is None:
+            raise ConfigurationError("round messages need this party's identity: set FERRY_FEDERATION__"
+                                     "IDENTITY_KEY_FILE and FERRY_FEDERATION__KEY_REGISTRY (see docs/keys.md)")
+        self._trust.check_peers([p.party for p in self._task.peers] + [self._task.party])
         self._consumer = await self._bus.tail(topics.ROUNDS.name, self._task.task_id.encode())
         return self
 
@@ -113,7 +153,23 @@ class RoundChannel:
                             sender=t.party, kind=kind, recipient=recipient, tensors=to_tensors(arrays or {}),
                             num_examples=num_examples, metrics=dict(metrics or {}), body=body)
 
+    def reject(self, message: RoundMessage, reason: str, detail: str) -> None:
+        """Count and log a message refused by the transport or a role (wrong round, second announce...)."""
+        ROUND_MESSAGES_REJECTED.labels(message.kind.name, reason).inc()
+        self._log.warning("round.message_rejected", kind=message.kind.name, sender=message.sender,
+                          round=message.round, attempt=message.attempt, reason=reason, detail=detail)
+
+    def _warn_insecure(self, round: int) -> None:
+        if self._trust is not None and self._trust.insecure and round != self._warned_round:
+            self._warned_round = round
+            self._log.warning("federation.insecure_unpinned", round=round,
+                              detail="FERRY_FEDERATION__INSECURE_UNPINNED: senders are NOT authenticated; "
+                                     "anyone who can write to the rounds topic can pose as a party")
+
     async def send(self, message: RoundMessage) -> None:
+        self._warn_insecure(message.round)
+        if self._trust is not None:
+            message = sign_message(message, self._trust.identity)
         chunks = split(message, self._chunk_bytes)
         key = self._task.task_id
         await self._publisher.publish_many([(topics.ROUNDS.name, key, c) for c in chunks])
@@ -138,6 +194,12 @@ class RoundChannel:
                     whole = self._reassembler.add(chunk)
                 except MalformedMessage:
                     continue  # not ours to judge: the sender's consumers dead-letter it
-                if whole is not None:
-                    self._ready.append(whole)
+                if whole is None:
+                    continue
+                try:
+                    self._verifier.check(whole)
+                except RejectedMessage as exc:
+                    self.reject(whole, exc.reason, str(exc))
+                    continue
+                self._ready.append(whole)
         return self._ready.pop(0)

@@ -160,11 +160,15 @@ async def test_one_round_of_a_25m_parameter_model_over_real_kafka(kafka_bootstra
         await bus.start()
     await buses["coordinator"].ensure_topics([topics.ROUNDS])
     channels = {}
+    from services.executor.federation.identity import in_memory_federation
+
+    keys = in_memory_federation(buses)
     try:
         for party, bus in buses.items():
             role = "aggregator" if party == "coordinator" else "client"
             channels[party] = await RoundChannel(bus, _spec(task_id, party, role),
-                                                 EventPublisher(bus, f"executor/{party}", clock)).open()
+                                                 EventPublisher(bus, f"executor/{party}", clock),
+                                                 trust=keys[party]).open()
         rng = np.random.default_rng(11)
         global_w = {"0.weight": rng.standard_normal((HIDDEN, N_FEATURES), dtype=np.float32),
                     "0.bias": rng.standard_normal(HIDDEN, dtype=np.float32),

@@ -230,7 +230,7 @@ async def test_suspended_roles_resume_from_their_checkpoints(work_dir, registry)
     import dataclasses
 
     from services.executor.artifacts import ArtifactStore
-    from services.executor.main import run_task
+    from services.executor.main import dev_trust, run_task
     from services.scheduler.adapters.launchers import party_dirs
     from shared import topics
     from shared.bus.memory import InMemoryBus
@@ -248,7 +248,8 @@ async def test_suspended_roles_resume_from_their_checkpoints(work_dir, registry)
         if not data:  # any read of the party's data now fails with DataError
             dirs = {**dirs, "data": work_dir / "no-such-store"}
         spec = dataclasses.replace(specs[party], attempt=attempt)
-        return asyncio.create_task(run_task(spec, dirs, stop, bus=bus, clock=SystemClock(), registry=registry))
+        return asyncio.create_task(run_task(spec, dirs, stop, bus=bus, clock=SystemClock(), registry=registry,
+                                            trust=lambda: dev_trust(work_dir / "keys", spec)))
 
     async def checkpointed(party: str, received: int) -> None:
         from services.executor.checkpoints import FileCheckpointStore

@@ -11,7 +11,8 @@ import pytest
 from services.executor.secagg import crypto
 from services.executor.secagg.crypto import RoundContext
 from services.executor.secagg.errors import BadCiphertext, BadSignature, UntrustedKey
-from services.executor.secagg.keys import IDENTITY_KEY_ENV, KeyRing, load_trusted_keys
+from services.executor.federation.identity import Trust, in_memory_federation
+from services.executor.secagg.keys import KeyRing
 from services.executor.secagg.messages import Stage, check, signed
 from shared.errors import ConfigurationError
 
@@ -107,23 +108,23 @@ def test_pinned_identity_keys_reject_any_other_key():
     alice, mallory = KeyRing.generate("alice"), KeyRing.generate("mallory")
     ring = KeyRing.generate("coordinator", pinned={"alice": alice.public})
     assert ring.accept("alice", alice.public) == alice.public
-    with pytest.raises(UntrustedKey, match="trusted_keys pins"):
+    with pytest.raises(UntrustedKey, match="the key registry pins"):
         ring.accept("alice", mallory.public)
     with pytest.raises(UntrustedKey, match="no pinned identity key"):
         ring.accept("bob", mallory.public)
-    # development mode: trust on first use of the presented key
-    assert KeyRing.generate("coordinator").accept("bob", mallory.public) == mallory.public
+    # without pins nothing is trusted, unless trust on first use is asked for by name
+    with pytest.raises(UntrustedKey, match="no pinned identity key"):
+        KeyRing.generate("coordinator").accept("bob", mallory.public)
+    tofu = KeyRing.generate("coordinator", trust_on_first_use=True)
+    assert tofu.accept("bob", mallory.public) == mallory.public
 
 
-def test_trusted_keys_and_identity_files_from_params(tmp_path):
-    seed = bytes(range(32))
-    (tmp_path / "alice.key").write_text(seed.hex())
-    public = KeyRing.from_params({}, "alice", {IDENTITY_KEY_ENV: str(tmp_path / "{party}.key")}).public
-    (tmp_path / "trusted.json").write_text(json.dumps({"alice": public.hex()}))
-    params = {"secagg_trusted_keys": str(tmp_path / "trusted.json")}
-    ring = KeyRing.from_params(params, "alice", {IDENTITY_KEY_ENV: str(tmp_path / "{party}.key")})
-    assert ring.pinned == {"alice": public} == load_trusted_keys({"alice": public.hex()})
-    with pytest.raises(ConfigurationError, match="does not name this party's private key"):
-        KeyRing.from_params(params, "alice", {})
-    with pytest.raises(ConfigurationError, match="not 32-byte"):
-        load_trusted_keys({"alice": "abcd"})
+def test_the_executors_ring_takes_its_pins_from_the_federation_registry():
+    trusts = in_memory_federation(["alice", "coordinator"])
+    ring = KeyRing.from_trust(trusts["alice"])
+    assert ring.public == trusts["alice"].identity.public and not ring.trust_on_first_use
+    assert ring.accept("coordinator", trusts["coordinator"].identity.public)
+    with pytest.raises(UntrustedKey):
+        ring.accept("coordinator", KeyRing.generate("x").public)
+    insecure = KeyRing.from_trust(Trust(trusts["alice"].identity, None))
+    assert insecure.trust_on_first_use

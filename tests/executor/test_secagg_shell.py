@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from services.executor.federation.transcript import RoundSetup
 from services.executor.ml.aggregation import weighted_average
 from services.executor.secagg import KeyRing, RoundContext, Stage
 from services.executor.secagg.messages import check, signed
@@ -33,7 +35,7 @@ def test_a_signed_stage_message_round_trips_through_the_codec_and_chunking():
     ring = KeyRing.generate("a")
     message = signed(CTX, ring, Stage.MASKED, "agg", {"u3": ["a", "b"]}, {"y": bytes(range(256)) * 8, "z": b""})
     wire = to_round_message(_channel(), 2, message)
-    assert wire.kind == RoundKind.SECAGG and wire.signature == message.signature and wire.recipient == "agg"
+    assert wire.kind == RoundKind.SECAGG and json.loads(wire.body)["signature"] == message.signature.hex() and wire.recipient == "agg"
     chunks = split(wire, 300)
     assert len(chunks) > 1  # large blobs take the transport's chunked path like any payload
     back = from_round_message(codec.round_message_from_bytes(codec.round_message_to_bytes(wire)))
@@ -53,8 +55,11 @@ def test_unreadable_secagg_messages_are_malformed():
 
 
 def test_min_clients_is_a_floor_on_the_threshold():
-    assert requested_threshold({"min_clients": 3}) == 3
-    assert requested_threshold({"min_clients": 1, "secagg_threshold": 4}) == 4
+    assert requested_threshold({"min_clients": 3}, 3) == 3
+    assert requested_threshold({"min_clients": 1, "secagg_threshold": 4}, 5) == 4
+    assert requested_threshold({"min_clients": 1}, 10) == 6                                        # > n/2
+    assert requested_threshold({"min_clients": 1, "secagg_threshold_fraction": 2 / 3}, 9) == 7      # > 2n/3
+    assert requested_threshold({"min_clients": 1, "secagg_threshold_fraction": 0.9}, 9) == 7       # capped at 2/3
 
 
 # --- the shell's round loop over an in-process hub, with a client lost mid-round ------------------
@@ -102,24 +107,26 @@ async def test_server_round_survives_a_client_lost_after_sharing_keys():
     clients = ("a", "b", "c")
     params = {"round_timeout_s": 0.5, "min_clients": 2}
     hub = _Hub(("agg",) + clients)
+    rings = KeyRing.federation(("agg",) + clients)
     global_w = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(2, np.float32)}
     local = {c: {k: v + 0.1 * (i + 1) for k, v in global_w.items()} for i, c in enumerate(clients)}
     counts = {"a": 100, "b": 300, "c": 200}
 
     async def client(party, channel):
-        session = ClientSession(_ctx(party, params), channel, KeyRing.generate(party), "agg")
+        session = ClientSession(_ctx(party, params), channel, rings[party], "agg")
         while True:
             message = await channel.receive(2.0)
             if message is None:
                 return
             if message.kind == RoundKind.ANNOUNCE:
-                await session.start(message, local[party], global_w, counts[party], 0.5)
+                await session.start(message, RoundSetup.from_body(message.body), local[party], global_w,
+                                    counts[party], 0.5)
             elif message.kind == RoundKind.SECAGG:
                 await session.handle(message)
 
     tasks = [asyncio.create_task(client(c, _Channel(hub, c, ("masked",) if c == "c" else ())))
              for c in clients]
-    decoded = await server_round(_ctx("agg", params), _Channel(hub, "agg"), KeyRing.generate("agg"), round=2,
+    decoded = await server_round(_ctx("agg", params), _Channel(hub, "agg"), rings["agg"], round=2,
                                  sampled=clients, global_w=global_w, shape={"n_features": 3.0, "n_classes": 2.0},
                                  joined={c: {"num_examples": float(n)} for c, n in counts.items()}, clients=clients)
     for task in tasks:

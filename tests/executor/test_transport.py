@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from services.executor.federation.identity import in_memory_federation
 from services.executor.transport import Reassembler, RoundChannel, from_tensors, split, to_tensors
 from shared.bus.memory import InMemoryBus
 from shared.clock import SystemClock
@@ -60,9 +61,12 @@ def test_a_corrupted_chunk_fails_the_integrity_check():
 
 async def test_channel_delivers_only_this_tasks_messages_for_this_party():
     bus, clock = InMemoryBus(), SystemClock()
-    a = await RoundChannel(bus, _spec("a"), EventPublisher(bus, "a", clock), chunk_bytes=50_000).open()
-    hub = await RoundChannel(bus, _spec("hub"), EventPublisher(bus, "hub", clock), chunk_bytes=50_000).open()
-    other_task = RoundChannel(bus, _spec("hub", task="t2"), EventPublisher(bus, "x", clock))
+    keys = in_memory_federation(["a", "hub"])
+    a = await RoundChannel(bus, _spec("a"), EventPublisher(bus, "a", clock), chunk_bytes=50_000,
+                           trust=keys["a"]).open()
+    hub = await RoundChannel(bus, _spec("hub"), EventPublisher(bus, "hub", clock), chunk_bytes=50_000,
+                             trust=keys["hub"]).open()
+    other_task = RoundChannel(bus, _spec("hub", task="t2"), EventPublisher(bus, "x", clock), trust=keys["hub"])
     await other_task.send(other_task.message(RoundKind.ANNOUNCE, 1))
     await hub.send(hub.message(RoundKind.ANNOUNCE, 1, recipient="someone-else"))
     big = {"w": np.ones(100_000, np.float32)}
@@ -72,3 +76,14 @@ async def test_channel_delivers_only_this_tasks_messages_for_this_party():
     np.testing.assert_array_equal(from_tensors(got.tensors)["w"], big["w"])
     assert await a.receive(0.2) is None
     assert await hub.receive(0.2) is None  # its own messages are not echoed back
+
+
+def test_half_assembled_payloads_are_bounded_per_sender():
+    """A writer that starts payloads and never finishes them cannot grow a receiver's memory."""
+    reassembler = Reassembler(max_incomplete=2)
+    junk = [split(_message(30_000), 20_000) for _ in range(5)]
+    for chunks in junk:
+        assert reassembler.add(chunks[0]) is None
+    assert reassembler.dropped == 3 and len(reassembler._parts) == 2
+    honest = split(dataclasses.replace(_message(30_000), sender="hub"), 20_000)
+    assert [reassembler.add(c) for c in honest][-1] is not None  # other senders are unaffected

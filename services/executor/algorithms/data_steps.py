@@ -43,7 +43,7 @@ class StandardiseClient:
         data = load_party_arrays(ctx, standardise_with=(np.float32(0), np.float32(1)))
         moments = moments_of(data.x_train)
         aggregator = _aggregator(ctx)
-        channel = await RoundChannel(ctx.bus, ctx.task, ctx.publisher).open()
+        channel = await RoundChannel.for_role(ctx).open()
         try:
             update = channel.message(RoundKind.UPDATE, 1, recipient=aggregator, num_examples=moments.count,
                                      arrays={"mean": moments.mean, "m2": moments.m2,
@@ -69,7 +69,7 @@ class StandardiseClient:
 class StandardiseAggregator:
     async def run(self, ctx) -> RoleResult:
         clients = _clients(ctx)
-        channel = await RoundChannel(ctx.bus, ctx.task, ctx.publisher).open()
+        channel = await RoundChannel.for_role(ctx).open()
         try:
             await channel.send(channel.message(RoundKind.JOIN, 0))  # clients that sent before we listened resend
             parts: dict[str, Moments] = {}

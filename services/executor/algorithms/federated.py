@@ -19,21 +19,23 @@ can do that; the robust ones need each client's model and are refused.
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import numpy as np
 
 from services.executor.algorithms.party_data import load_party_arrays
+from services.executor.federation.transcript import (AnnounceGate, RoundSetup, SetupRejected, check_setup,
+                                                     setup_for)
+from services.executor.federation.updates import UpdateRejected, check_secure_sum, check_update, clip_update
 from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_outcome, sample_clients, weighted_mean
 from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
 from services.executor.ml.strategies import make_strategy, state_from_arrays, state_to_arrays
 from services.executor.ml.training import TrainConfig, evaluate, train_local
-from services.executor.secagg import KeyRing, TooFewClients
-from services.executor.secagg.shell import ClientSession, server_round
+from services.executor.secagg import KeyRing, ProtocolViolation, TooFewClients
+from services.executor.secagg.shell import ClientSession, clip_of, server_round
 from services.executor.transport import RoundChannel, from_tensors
 from shared.algorithms import RoleResult
-from shared.errors import ConfigurationError, FerryError
+from shared.errors import ConfigurationError, FerryError, MalformedMessage
 from shared.events import RoundKind
 from shared.metrics import ROUND_SECONDS
 
@@ -64,7 +66,7 @@ def _unprefixed(prefix: str, arrays) -> dict[str, np.ndarray]:
 
 class TrainingAggregator:
     async def run(self, ctx) -> RoleResult:
-        channel = await RoundChannel(ctx.bus, ctx.task, ctx.publisher).open()
+        channel = await RoundChannel.for_role(ctx).open()
         try:
             return await _Aggregation(ctx, channel).run()
         finally:
@@ -84,7 +86,7 @@ class _Aggregation:
             raise ConfigurationError(f"strategy {self.p['strategy']!r} cannot run with secure_aggregation: it needs "
                                      f"each client's model, which secure aggregation hides; use fedavg, fedprox, "
                                      f"fedavgm, fedadam, fedyogi or fedadagrad")
-        self.keyring = KeyRing.from_params(self.p, ctx.task.party) if self.secure else None
+        self.keyring = KeyRing.from_trust(ctx.trust) if self.secure else None
 
     async def run(self) -> RoleResult:
         ctx, p = self.ctx, self.p
@@ -157,8 +159,11 @@ class _Aggregation:
     async def _round(self, r: int, global_w, shape) -> tuple[list, list]:
         ctx, p = self.ctx, self.p
         sampled = sample_clients(list(self.joined), float(p["fraction_fit"]), int(p["min_clients"]), int(p["seed"]), r)
-        announce = self.channel.message(RoundKind.ANNOUNCE, r, arrays=global_w, metrics=shape,
-                                        body=json.dumps(sampled).encode())
+        try:
+            setup = setup_for(p, round=r, attempt=ctx.task.attempt, global_w=global_w, shape=shape, cohort=sampled)
+        except SetupRejected as exc:
+            raise TrainingFailed(str(exc)) from exc
+        announce = self.channel.message(RoundKind.ANNOUNCE, r, arrays=global_w, metrics=shape, body=setup.to_body())
         await self.channel.send(announce)
         plan = RoundPlan(r, sampled, ctx.clock.monotonic() + float(p["round_timeout_s"]))
         answers: dict[str, tuple] = {}
@@ -178,8 +183,21 @@ class _Aggregation:
                                                                  arrays=global_w, metrics=shape,
                                                                  body=announce.body))
             elif message.kind == RoundKind.UPDATE and message.round == r and message.sender in sampled:
-                answers.setdefault(message.sender, (from_tensors(message.tensors), message.num_examples,
-                                                    float(message.metrics.get("loss", float("nan")))))
+                if message.sender in answers:
+                    self.channel.reject(message, "second_update", f"{message.sender} already answered round {r}")
+                    continue
+                try:  # authenticated is not honest: a client's own numbers must be in the declared bounds
+                    weights = check_update(message, global_w, self.joined.get(message.sender, {}), p)
+                except UpdateRejected as exc:
+                    self.channel.reject(message, exc.reason, str(exc))
+                    await ctx.report(round=r, total_rounds=int(p["rounds"]), stage=f"rejected update: {exc}"[:300])
+                    continue
+                answers[message.sender] = (weights, message.num_examples,
+                                           float(message.metrics.get("loss", float("nan"))))
+            elif message.kind == RoundKind.UPDATE:
+                self.channel.reject(message, "not_this_round" if message.round != r else "not_in_cohort",
+                                    f"UPDATE for round {message.round} from {message.sender}; round {r} "
+                                    f"samples {list(sampled)}")
         if outcome is RoundOutcome.FAIL:
             raise TrainingFailed(f"round {r}: {len(answers)} of {len(sampled)} sampled clients answered within "
                                  f"round_timeout_s={p['round_timeout_s']}; min_clients={p['min_clients']}")
@@ -195,6 +213,19 @@ class _Aggregation:
         except TooFewClients as exc:
             raise TrainingFailed(f"round {r}: {exc} (round_timeout_s={p['round_timeout_s']}, "
                                  f"min_clients={p['min_clients']})") from exc
+        except SetupRejected as exc:
+            raise TrainingFailed(str(exc)) from exc
+        except ProtocolViolation as exc:  # e.g. shares that do not rebuild a committed seed
+            self.ctx.log.warning("secagg.round_refused", round=r, reason=str(exc))
+            await self.ctx.report(round=r, total_rounds=int(p["rounds"]), stage=f"refused round: {exc}"[:300])
+            return state, global_w, {"rejected_sum": 1.0}
+        try:
+            check_secure_sum(decoded.average, global_w, decoded.total_weight, decoded.clients, p)
+        except UpdateRejected as exc:
+            # Out-of-range input is refused, not absorbed: the round leaves the model as it was.
+            self.ctx.log.warning("secagg.sum_rejected", round=r, reason=exc.reason, detail=str(exc))
+            await self.ctx.report(round=r, total_rounds=int(p["rounds"]), stage=f"rejected round sum: {exc}"[:300])
+            return state, global_w, {"clients": float(decoded.clients), "rejected_sum": 1.0}
         state, global_w = self.strategy.server_step(state, global_w, decoded.average)
         return state, global_w, {"train_loss": decoded.loss, "clients": float(decoded.clients),
                                  "secagg_clipped": decoded.clipped}
@@ -225,7 +256,7 @@ class _Aggregation:
 class TrainingClient:
     async def run(self, ctx) -> RoleResult:
         data = load_party_arrays(ctx)
-        channel = await RoundChannel(ctx.bus, ctx.task, ctx.publisher).open()
+        channel = await RoundChannel.for_role(ctx).open()
         try:
             return await self._serve(ctx, channel, data)
         finally:
@@ -239,8 +270,9 @@ class TrainingClient:
         seed = int(p["seed"]) * 1009 + _clients(ctx).index(me)
         config = TrainConfig.from_params(p)
         last_heard = ctx.clock.monotonic()
-        secure = (ClientSession(ctx, channel, KeyRing.from_params(p, me), aggregator)
+        secure = (ClientSession(ctx, channel, KeyRing.from_trust(ctx.trust), aggregator)
                   if p.get("secure_aggregation") else None)
+        gate = AnnounceGate()
         while True:
             message = await channel.receive(0.5)
             ctx.check_stop()
@@ -250,24 +282,29 @@ class TrainingClient:
                     last_heard = ctx.clock.monotonic()
                 continue
             if message.sender != aggregator:
-                continue  # clients only take instructions from their step's aggregator
+                channel.reject(message, "not_from_aggregator", "clients take instructions from their step's "
+                                                               f"aggregator {aggregator} only")
+                continue
             last_heard = ctx.clock.monotonic()
             if message.kind == RoundKind.JOIN:  # the aggregator (re)started and says hello
                 await channel.send(join)
-            elif message.kind == RoundKind.ANNOUNCE and me in json.loads(message.body):
+            elif message.kind == RoundKind.ANNOUNCE:
+                setup = await self._admit(ctx, channel, message, gate)
+                if setup is None:
+                    continue
                 started = ctx.clock.monotonic()
-                model = build_model(ModelSpec.from_params(p, int(message.metrics["n_features"]),
-                                                          int(message.metrics["n_classes"])), int(p["seed"]))
+                model = build_model(ModelSpec.from_params(p, setup.n_features, setup.n_classes), int(p["seed"]))
                 global_w = from_tensors(message.tensors)
                 set_weights(model, global_w)
                 result = train_local(model, data.x_train, data.y_train, config,
                                      epoch_offset=(message.round - 1) * config.local_epochs, seed=seed,
                                      global_weights=global_w)
+                weights = clip_update(result.weights, global_w, setup.clip_norm)
                 if secure is not None:  # the update leaves this party only masked
-                    await secure.start(message, result.weights, global_w, result.num_examples, result.loss)
+                    await secure.start(message, setup, weights, global_w, result.num_examples, result.loss)
                 else:
                     await channel.send(channel.message(RoundKind.UPDATE, message.round, recipient=message.sender,
-                                                       arrays=result.weights, num_examples=result.num_examples,
+                                                       arrays=weights, num_examples=result.num_examples,
                                                        metrics={"loss": result.loss}))
                 ROUND_SECONDS.labels("client").observe(ctx.clock.monotonic() - started)
                 ctx.checkpoints.save(result.weights, {"round": message.round})
@@ -279,6 +316,28 @@ class TrainingClient:
                 return await self._final(ctx, channel, data, message)
             elif message.kind == RoundKind.ABORT:
                 raise TrainingFailed(f"the aggregator aborted the step: {message.body.decode(errors='replace')}")
+
+    @staticmethod
+    async def _admit(ctx, channel: RoundChannel, message, gate: AnnounceGate) -> RoundSetup | None:
+        """The round's signed setup if this client trains for it; None (logged, counted and
+        reported when refused) otherwise."""
+        me, p = ctx.task.party, ctx.params
+        try:
+            setup = RoundSetup.from_body(message.body)
+            if me not in setup.cohort:
+                return None  # not sampled this round
+            if (setup.round, setup.attempt) != (message.round, message.attempt):
+                raise SetupRejected("bad_setup", f"setup of round {setup.round} attempt {setup.attempt} in the "
+                                                 f"ANNOUNCE of round {message.round} attempt {message.attempt}")
+            check_setup(setup, me, from_tensors(message.tensors), p, clip=clip_of(p))
+            gate.admit(setup)
+        except (SetupRejected, MalformedMessage) as exc:
+            reason = getattr(exc, "reason", "malformed")
+            channel.reject(message, reason, str(exc))
+            await ctx.report(round=message.round, total_rounds=int(p["rounds"]),
+                             stage=f"refused ANNOUNCE from {message.sender}: {exc}"[:300])
+            return None
+        return setup
 
     async def _final(self, ctx, channel: RoundChannel, data, message) -> RoleResult:
         p = ctx.params

@@ -29,10 +29,10 @@ def protocol_seconds(n: int, length: int) -> tuple[float, float]:
     """(wall, CPU) seconds of one round for n clients and `length` words, all parties in this process."""
     ctx = RoundContext("bench", "bench.train", "train", 1, 1)
     names = [f"c{i:03d}" for i in range(n)]
-    rings = {p: KeyRing.generate(p) for p in names}
+    rings = KeyRing.federation([*names, "agg"])
     codes = np.zeros(length, dtype=np.uint32)
     started, cpu = time.perf_counter(), time.process_time()
-    server = server_start(ctx, KeyRing.generate("agg"), names, length)
+    server = server_start(ctx, rings["agg"], names, length)
     clients = {}
     for p in names:
         clients[p], out = client_start(ctx, p, "agg", rings[p], codes)

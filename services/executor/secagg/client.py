@@ -22,7 +22,7 @@ from typing import Mapping
 import numpy as np
 
 from . import shamir
-from .crypto import RoundContext, pair_mask, self_mask, seal, share_key, unseal, x25519_pair
+from .crypto import RoundContext, pair_mask, seed_commitment, self_mask, seal, share_key, unseal, x25519_pair
 from .errors import ProtocolViolation
 from .keys import KeyRing
 from .messages import Signed, Stage, check, signed, threshold_for
@@ -56,16 +56,19 @@ class ClientState:
     u2: tuple[str, ...] = ()
     u3: tuple[str, ...] = ()
     revealed: Mapping[str, str] = field(default_factory=dict)  # party -> "b" | "s", once per round
+    cohort: tuple[str, ...] | None = None   # the signed setup's cohort: U1 must stay inside it
 
 
 def client_start(ctx: RoundContext, me: str, server: str, keyring: KeyRing, codes: np.ndarray, *,
-                 threshold: int | None = None, randbytes=os.urandom) -> tuple[ClientState, list[Signed]]:
+                 threshold: int | None = None, cohort=None,
+                 randbytes=os.urandom) -> tuple[ClientState, list[Signed]]:
     codes = np.asarray(codes)
     if codes.dtype != np.uint32 or codes.ndim != 1:
         raise ValueError(f"codes must be a 1-d uint32 array, got {codes.dtype} {codes.shape}")
     c_sk, c_pk = x25519_pair(randbytes)
     s_sk, s_pk = x25519_pair(randbytes)
-    state = ClientState(ctx, me, server, keyring, codes, c_sk, c_pk, s_sk, s_pk, randbytes(32), threshold)
+    state = ClientState(ctx, me, server, keyring, codes, c_sk, c_pk, s_sk, s_pk, randbytes(32), threshold,
+                        cohort=tuple(cohort) if cohort is not None else None)
     advert = signed(ctx, keyring, Stage.ADVERTISE, server,
                     {"c_pk": c_pk.hex(), "s_pk": s_pk.hex(), "identity": keyring.public.hex()})
     return state, [advert]
@@ -100,6 +103,9 @@ def _on_keys(state: ClientState, message: Signed) -> tuple[ClientState, list[Sig
     server_identity = state.keyring.accept(state.server, bytes.fromhex(message.header["server_identity"]))
     check(ctx, message, server_identity)
     entries: Mapping[str, Mapping[str, str]] = message.header["clients"]
+    if state.cohort is not None and not set(entries) <= set(state.cohort):
+        raise ProtocolViolation(f"the key list of round {ctx.round} names {sorted(set(entries) - set(state.cohort))}, "
+                                f"outside the signed cohort {list(state.cohort)}")
     peers = {}
     for party in sorted(entries):
         entry = entries[party]
@@ -127,7 +133,8 @@ def _on_keys(state: ClientState, message: Signed) -> tuple[ClientState, list[Sig
         blobs[v] = seal(key, plaintext, ctx.info("share", me, v))
     state = dataclasses.replace(state, expecting=Stage.SHARES_IN, server_identity=server_identity, peers=peers,
                                 threshold=t, held={me: (b_shares[me], s_shares[me])})
-    return state, [signed(ctx, state.keyring, Stage.SHARES, state.server, {}, blobs)]
+    commitment = {"b_commit": seed_commitment(state.b_seed, ctx, me)}
+    return state, [signed(ctx, state.keyring, Stage.SHARES, state.server, commitment, blobs)]
 
 
 def share_indices(peers) -> dict[str, int]:

@@ -49,6 +49,9 @@ class RoundContext:
 
     attempt is the aggregator's attempt (it drives the session); a retried
     aggregator replays round r under a new attempt and so under new keys.
+    transcript is the hash of the round's signed setup (federation/transcript.py):
+    a client that saw another model, cohort or threshold derives other keys and
+    checks other signatures, so nothing from one run of a round is valid in another.
     """
 
     flow_id: str
@@ -56,9 +59,11 @@ class RoundContext:
     step: str
     round: int
     attempt: int
+    transcript: str = ""
 
     def info(self, label: str, *parts: str) -> bytes:
-        fields = (self.flow_id, self.task_id, self.step, str(self.round), str(self.attempt), label, *parts)
+        setup = (f"transcript:{self.transcript}",) if self.transcript else ()
+        fields = (self.flow_id, self.task_id, self.step, str(self.round), str(self.attempt), *setup, label, *parts)
         return DOMAIN + _frame(*(f.encode() for f in fields))
 
 
@@ -119,6 +124,13 @@ def prg_words(key: bytes, length: int) -> np.ndarray:
 
 def self_mask(b_seed: bytes, ctx: RoundContext, owner: str, length: int) -> np.ndarray:
     return prg_words(hkdf(b_seed, ctx.info("self-mask", owner)), length)
+
+
+def seed_commitment(b_seed: bytes, ctx: RoundContext, owner: str) -> str:
+    """SHA-256 commitment to a self-mask seed, published with its shares and checked after
+    reconstruction: a corrupted share is caught, never turned into a garbage model. The seed is
+    256 random bits, so the hash reveals nothing usable about it."""
+    return hashlib.sha256(ctx.info("self-mask-commitment", owner) + b_seed).hexdigest()
 
 
 def pair_mask(my_s_private: bytes, their_s_public: bytes, ctx: RoundContext, a: str, b: str,

@@ -20,7 +20,7 @@ class BadSignature(SecAggError):
 
 
 class UntrustedKey(SecAggError):
-    """An identity key that differs from the one pinned for that party (trusted_keys)."""
+    """An identity key that differs from the one pinned for that party (the federation key registry)."""
 
 
 class BadCiphertext(SecAggError):

@@ -16,6 +16,8 @@ which together reveal only the sum.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -24,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from . import shamir
 from .client import share_indices
-from .crypto import RoundContext, pair_mask, self_mask, x25519_public
+from .crypto import RoundContext, pair_mask, seed_commitment, self_mask, x25519_public
 from .errors import LateMessage, ProtocolViolation, TooFewClients, UntrustedKey
 from .keys import KeyRing
 from .messages import Signed, Stage, check, signed, threshold_for
@@ -107,6 +109,8 @@ def _receive(state: ServerState, message: Signed) -> ServerState:
 def _validate(state: ServerState, m: Signed) -> None:
     if m.stage is Stage.SHARES and set(m.blobs) != set(state.adverts) - {m.sender}:
         raise ProtocolViolation(f"{m.sender} sent shares for {sorted(m.blobs)}, expected every other member of U1")
+    if m.stage is Stage.SHARES and not re.fullmatch(r"[0-9a-f]{64}", str(m.header.get("b_commit", ""))):
+        raise ProtocolViolation(f"{m.sender} sent shares without a commitment to its self-mask seed")
     if m.stage is Stage.MASKED and len(m.blobs.get("y", b"")) != 4 * state.length:
         raise ProtocolViolation(f"{m.sender}'s masked vector has {len(m.blobs.get('y', b''))} bytes, "
                                 f"expected {4 * state.length}")
@@ -170,7 +174,7 @@ def _unmask(state: ServerState, unmask: Mapping[str, Signed]) -> np.ndarray:
     for y in state.masked.values():
         total += y                                   # uint32 arithmetic: mod 2^32
     for v in state.u3:                               # survivors: remove their self masks
-        b_seed = shamir.reconstruct(_collect(state, unmask, "b", v), t)
+        b_seed = _committed_seed(state, _collect(state, unmask, "b", v), v)
         total -= self_mask(b_seed, ctx, v, n)
     public_s = {p: bytes.fromhex(m.header["s_pk"]) for p, m in state.adverts.items()}
     for d in sorted(set(state.shares) - set(state.u3)):  # dropped after sharing: remove their pair masks
@@ -182,6 +186,30 @@ def _unmask(state: ServerState, unmask: Mapping[str, Signed]) -> np.ndarray:
             mask = pair_mask(s_sk, public_s[v], ctx, d, v, n)
             total = total - mask if v < d else total + mask  # undo v's +PRG (d > v) or -PRG (d < v)
     return total
+
+
+MAX_SUBSETS = 256   # robust reconstruction: t-subsets tried when some share is corrupt
+
+
+def _committed_seed(state: ServerState, shares: list[shamir.Share], owner: str) -> bytes:
+    """v's self-mask seed, checked against the commitment v signed at share time.
+
+    With more than t shares, a corrupt one is outvoted: the first t-subset whose
+    secret matches the commitment wins (bounded search); the holders left out are named.
+    """
+    commitment = state.shares[owner].header["b_commit"]
+    t = state.threshold
+    for tried, subset in enumerate(itertools.combinations(sorted(shares, key=lambda s: s.x), t)):
+        if tried >= MAX_SUBSETS:
+            break
+        try:
+            seed = shamir.reconstruct(list(subset), t)
+        except ProtocolViolation:
+            continue
+        if seed_commitment(seed, state.ctx, owner) == commitment:
+            return seed
+    raise ProtocolViolation(f"the self-mask shares of {owner} do not rebuild the seed it committed to: "
+                            f"some client sent a corrupted share (index one of {sorted(s.x for s in shares)})")
 
 
 def server_result(state: ServerState) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -1,8 +1,9 @@
 """The I/O shell: moves signed stage messages between the pure core and a RoundChannel.
 
 Every stage message travels as one RoundMessage of kind SECAGG: body = canonical
-JSON {"stage", "header"}, one uint8 tensor per blob, and the Ed25519 signature in
-the message's `signature` field. Large blobs (masked vectors of big models) are
+JSON {"stage", "header", "signature"} (the stage signature, over the RoundContext
+and the transcript), one uint8 tensor per blob. The RoundMessage's own
+`signature` field is the transport's (federation/signing.py), over the whole. Large blobs (masked vectors of big models) are
 chunked by the transport like any other payload.
 
 A message that fails verification is logged and dropped, never fatal: whoever
@@ -21,6 +22,8 @@ import numpy as np
 from shared.errors import MalformedMessage
 from shared.events import RoundKind, RoundMessage, Tensor
 
+from services.executor.federation.transcript import RoundSetup, cohort_threshold, setup_for
+
 from .client import ClientState, client_start, client_step
 from .crypto import RoundContext, canonical_json
 from .encoding import DEFAULT_CLIP, Decoded, client_weight, decode_sum, encode_update, quant_config, vector_length
@@ -31,51 +34,52 @@ from .server import server_advance, server_receive, server_result, server_start
 
 
 def to_round_message(channel, round: int, message: Signed) -> RoundMessage:
-    body = canonical_json({"stage": message.stage.value, "header": message.header})
+    body = canonical_json({"stage": message.stage.value, "header": message.header,
+                           "signature": message.signature.hex()})
     tensors = tuple(Tensor(name, "|u1", (len(blob),), bytes(blob)) for name, blob in message.blobs.items())
     base = channel.message(RoundKind.SECAGG, round, recipient=message.recipient, body=body)
-    return dataclasses.replace(base, tensors=tensors, signature=message.signature)
+    return dataclasses.replace(base, tensors=tensors)
 
 
 def from_round_message(message: RoundMessage) -> Signed:
     try:
         decoded = json.loads(message.body)
-        stage, header = Stage(decoded["stage"]), decoded["header"]
+        stage, header, signature = Stage(decoded["stage"]), decoded["header"], bytes.fromhex(decoded["signature"])
     except (ValueError, KeyError, TypeError) as exc:
         raise MalformedMessage(f"secagg message from {message.sender}: unreadable body ({exc})") from exc
     if not isinstance(header, dict) or any(t.dtype != "|u1" or t.shape != (len(t.data),) for t in message.tensors):
         raise MalformedMessage(f"secagg message from {message.sender}: blobs must be flat uint8 tensors")
     return Signed(stage, message.sender, message.recipient, header,
-                  {t.name: bytes(t.data) for t in message.tensors}, bytes(message.signature))
+                  {t.name: bytes(t.data) for t in message.tensors}, signature)
 
 
-def round_context(task, round: int, attempt: int) -> RoundContext:
-    return RoundContext(task.flow_id, task.task_id, task.step, int(round), int(attempt))
+def round_context(task, round: int, attempt: int, transcript: str = "") -> RoundContext:
+    return RoundContext(task.flow_id, task.task_id, task.step, int(round), int(attempt), transcript)
 
 
 def clip_of(params: Mapping[str, Any]) -> float:
     return float(params.get("secagg_clip") or DEFAULT_CLIP)
 
 
-def requested_threshold(params: Mapping[str, Any]) -> int:
-    """At least min_clients must be summed, as in a plain round; secagg_threshold may ask for more.
-
-    Clients get the same step params as the aggregator, so both sides compute the same t.
-    """
-    return max(int(params.get("secagg_threshold") or 0), int(params.get("min_clients") or 1))
+def requested_threshold(params: Mapping[str, Any], cohort: int) -> int:
+    """t is fixed by the cohort the aggregator committed to (the signed setup), not by who answered:
+    above cohort/2 (up to 2/3 on request), at least min_clients and secagg_threshold. Clients get the
+    same step params as the aggregator, so both sides compute the same t."""
+    return cohort_threshold(params, cohort)
 
 
 async def server_round(ctx, channel, keyring: KeyRing, *, round: int, sampled, global_w, shape,
                        joined: dict, clients) -> Decoded:
     """One secure round from ANNOUNCE to the decoded weighted average; raises TooFewClients."""
-    p = ctx.params
+    p = {**ctx.params, "secure_aggregation": True}
     clip, timeout = clip_of(p), float(p["round_timeout_s"])
     scale = max([float(joined.get(c, {}).get("num_examples", 0.0)) for c in sampled] + [1.0])
-    announce = channel.message(RoundKind.ANNOUNCE, round, arrays=global_w, body=json.dumps(list(sampled)).encode(),
-                               metrics={**shape, "secagg_clip": clip, "secagg_weight_scale": scale})
+    setup = setup_for(p, round=round, attempt=ctx.task.attempt, global_w=global_w, shape=shape, cohort=sampled,
+                      clip=clip, weight_scale=scale)
+    announce = channel.message(RoundKind.ANNOUNCE, round, arrays=global_w, body=setup.to_body(), metrics=shape)
     await channel.send(announce)
-    state = server_start(round_context(ctx.task, round, ctx.task.attempt), keyring, sampled,
-                         vector_length(global_w), requested_threshold(p))
+    state = server_start(round_context(ctx.task, round, ctx.task.attempt, setup.digest()), keyring, sampled,
+                         vector_length(global_w), setup.threshold)
     while state.collecting is not Stage.DONE:
         deadline = ctx.clock.monotonic() + timeout   # each stage gets the round timeout
         while not state.complete() and ctx.clock.monotonic() < deadline:
@@ -111,14 +115,14 @@ class ClientSession:
         self.ctx, self.channel, self.keyring, self.aggregator = ctx, channel, keyring, aggregator
         self.state: ClientState | None = None
 
-    async def start(self, announce: RoundMessage, weights, global_w, num_examples: int, loss: float) -> None:
-        m = announce.metrics
-        cfg = quant_config(float(m["secagg_clip"]), len(json.loads(announce.body)))
-        codes = encode_update(weights, global_w, client_weight(num_examples, float(m["secagg_weight_scale"])),
-                              loss, cfg)
-        rctx = round_context(self.ctx.task, announce.round, announce.attempt)
+    async def start(self, announce: RoundMessage, setup: RoundSetup, weights, global_w, num_examples: int,
+                    loss: float) -> None:
+        """After check_setup: the setup's hash is bound into every key and signature of the round."""
+        cfg = quant_config(setup.clip, len(setup.cohort))
+        codes = encode_update(weights, global_w, client_weight(num_examples, setup.weight_scale), loss, cfg)
+        rctx = round_context(self.ctx.task, announce.round, announce.attempt, setup.digest())
         self.state, outgoing = client_start(rctx, self.keyring.party, self.aggregator, self.keyring, codes,
-                                            threshold=requested_threshold(self.ctx.params))
+                                            threshold=setup.threshold, cohort=setup.cohort)
         await self._send(outgoing)
 
     async def handle(self, message: RoundMessage) -> None:

@@ -87,6 +87,7 @@ class LocalProcessLauncher:
         log_dir = self._work_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self._base_env,
+               **self._identity_env(spec),
                "FERRY_TASK_SPEC": spec_to_text(spec),
                "FERRY_EXECUTOR__DATA_DIR": str(dirs["data"]),
                "FERRY_EXECUTOR__CHECKPOINT_DIR": str(dirs["checkpoints"]),
@@ -97,6 +98,16 @@ class LocalProcessLauncher:
                 sys.executable, "-m", "services.executor", env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file, stderr=log_file, start_new_session=True)
         return _ProcessHandle(process, log_path)
+
+    def _identity_env(self, spec: AlgorithmTaskSpec) -> dict[str, str]:
+        """Development provisioning: unless the operator named a key registry, every party of the
+        task gets a key under <work_dir>/keys (made on first use) and the registry of them all."""
+        if "FERRY_FEDERATION__KEY_REGISTRY" in {**os.environ, **self._base_env}:
+            return {}
+        from services.executor.federation.identity import ensure_dev_keys
+
+        template, registry = ensure_dev_keys(self._work_dir / "keys", [spec.party, *(p.party for p in spec.peers)])
+        return {"FERRY_FEDERATION__IDENTITY_KEY_FILE": str(template), "FERRY_FEDERATION__KEY_REGISTRY": str(registry)}
 
 
 InlineTarget = Callable[[AlgorithmTaskSpec, dict[str, Path], asyncio.Event], Awaitable[int]]

@@ -40,7 +40,7 @@ class Tensor(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class RoundMessage(_message.Message):
-    __slots__ = ("flow_id", "task_id", "step", "round", "attempt", "sender", "recipient", "kind", "tensors", "num_examples", "metrics", "body", "signature", "payload_id", "chunk_index", "chunk_count", "payload_sha256")
+    __slots__ = ("flow_id", "task_id", "step", "round", "attempt", "sender", "recipient", "kind", "tensors", "num_examples", "metrics", "body", "signature", "payload_id", "chunk_index", "chunk_count", "payload_sha256", "nonce")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class RoundMessage(_message.Message):
     CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
     flow_id: str
     task_id: str
     step: str
@@ -82,4 +83,5 @@ class RoundMessage(_message.Message):
     chunk_index: int
     chunk_count: int
     payload_sha256: str
-    def __init__(self, flow_id: _Optional[str] = ..., task_id: _Optional[str] = ..., step: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., sender: _Optional[str] = ..., recipient: _Optional[str] = ..., kind: _Optional[_Union[RoundKind, str]] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., body: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., payload_id: _Optional[str] = ..., chunk_index: _Optional[int] = ..., chunk_count: _Optional[int] = ..., payload_sha256: _Optional[str] = ...) -> None: ...
+    nonce: bytes
+    def __init__(self, flow_id: _Optional[str] = ..., task_id: _Optional[str] = ..., step: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., sender: _Optional[str] = ..., recipient: _Optional[str] = ..., kind: _Optional[_Union[RoundKind, str]] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., body: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., payload_id: _Optional[str] = ..., chunk_index: _Optional[int] = ..., chunk_count: _Optional[int] = ..., payload_sha256: _Optional[str] = ..., nonce: _Optional[bytes] = ...) -> None: ...

@@ -89,7 +89,7 @@ async def _conversation(ctx) -> AsyncIterator[RoundChannel]:
     ctx.bus and ctx.publisher are the executor's own adapters; this is the one
     place the plug-in touches them (see "Talking to peers" in the guide).
     """
-    channel = await RoundChannel(ctx.bus, ctx.task, ctx.publisher).open()
+    channel = await RoundChannel.for_role(ctx).open()
     try:
         yield channel
     finally:
