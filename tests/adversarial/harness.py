@@ -106,9 +106,10 @@ async def run_step(work: Path, *, params: dict | None = None, attack: Attack | N
     run = Run(InMemoryBus(), all_specs, in_memory_federation(all_specs))
     await run.bus.ensure_topics(topics.CATALOGUE)
     roles = [p for p in all_specs if p not in scripted]
+    stops = {p: asyncio.Event() for p in roles}
     with structlog.testing.capture_logs() as logs:
         async def one(party: str) -> None:
-            run.exit_codes[party] = await run_task(all_specs[party], party_dirs(work, party), asyncio.Event(),
+            run.exit_codes[party] = await run_task(all_specs[party], party_dirs(work, party), stops[party],
                                                    bus=run.bus, clock=SystemClock(), trust=run.trusts[party])
         tasks = [asyncio.create_task(one(p)) for p in roles]
         attacker = asyncio.create_task(attack(run)) if attack is not None else None
@@ -120,6 +121,10 @@ async def run_step(work: Path, *, params: dict | None = None, attack: Attack | N
         except asyncio.TimeoutError:
             pass
         finally:
+            # Stop as SIGTERM would (roles check at every message); cancel only what outlives that.
+            for stop in stops.values():
+                stop.set()
+            await asyncio.wait(tasks, timeout=30)
             for t in tasks + ([attacker] if attacker else []):
                 t.cancel()
             await asyncio.gather(*tasks, *([attacker] if attacker else []), return_exceptions=True)

@@ -10,8 +10,8 @@ import pytest
 
 from services.demo import HOSPITALS
 from services.executor.federation.identity import Identity, Trust
-from services.executor.secagg import BadSignature, KeyRing, ProtocolViolation, Stage, client_start, client_step
-from services.executor.secagg import server_advance, server_receive, server_start
+from services.executor.secagg import (BadSignature, KeyRing, ProtocolViolation, Stage, client_start, server_receive,
+                                      server_start)
 from services.executor.secagg.messages import signed
 from services.executor.secagg.shamir import Share
 from services.executor.secagg.shell import round_context, to_round_message
@@ -77,14 +77,6 @@ def _corrupt(message, key: str):
     share = Share.from_bytes(message.blobs[key])
     blobs = {**message.blobs, key: Share(share.x, (share.y + 1) % (2 ** 521 - 1)).to_bytes()}
     return dataclasses.replace(message, blobs=blobs)  # signature unchanged: the client itself lies
-
-
-def _run_with_a_lying_unmasker(names, drop=None):
-    """Sim where client a, at UNMASK, corrupts its share of b's self-mask seed (and re-signs it)."""
-    sim = Sim(names=names, drop=drop)
-    while sim.server.collecting is not Stage.UNMASK:
-        sim.deliver(sim.advance())
-    return sim
 
 
 def test_a_corrupted_self_mask_share_is_caught_and_outvoted():

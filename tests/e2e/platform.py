@@ -195,7 +195,10 @@ class Platform:
         return self.services["monitor"].url
 
     def get(self, path: str) -> dict | list | None:
-        response = self._http.get(self.monitor_url + path)
+        try:
+            response = self._http.get(self.monitor_url + path)
+        except httpx.TransportError:  # a kept-alive connection the server closed meanwhile: once more
+            response = self._http.get(self.monitor_url + path)
         if response.status_code == 404:
             return None
         response.raise_for_status()

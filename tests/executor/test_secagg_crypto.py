@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from services.executor.secagg.errors import BadCiphertext, BadSignature, Untrust
 from services.executor.federation.identity import Trust, in_memory_federation
 from services.executor.secagg.keys import KeyRing
 from services.executor.secagg.messages import Stage, check, signed
-from shared.errors import ConfigurationError
 
 ROUND3 = RoundContext("flow-1", "flow-1.train", "train", 3, 1)
 

@@ -58,6 +58,19 @@ async def _publish(bootstrap: str, items) -> None:
         await bus.stop()
 
 
+def _succeeded_flows(port: int) -> list[dict]:
+    """Every SUCCEEDED flow, page by page (the API serves at most 1000 per request)."""
+    out: list[dict] = []
+    while True:
+        response = httpx.get(f"http://127.0.0.1:{port}/flows", params={"status": "SUCCEEDED", "limit": 1000,
+                                                                     "offset": len(out)}, timeout=5)
+        response.raise_for_status()
+        page = response.json()
+        out += page
+        if len(page) < 1000:
+            return out
+
+
 def test_sigkill_and_restart_neither_loses_nor_double_applies(kafka_bootstrap, tmp_path):
     prefix = f"restart-{uuid.uuid4().hex[:6]}"
     events = list(lifecycle_events(FLOWS, ManualClock(), prefix=prefix))
@@ -77,11 +90,10 @@ def test_sigkill_and_restart_neither_loses_nor_double_applies(kafka_bootstrap, t
 
     second = _start(kafka_bootstrap, tmp_path / "state", port, log)
     try:
-        url = f"http://127.0.0.1:{port}/flows?status=SUCCEEDED&limit=1000000"
         deadline, done = time.monotonic() + 120, []
         while time.monotonic() < deadline:
             try:
-                done = [f for f in httpx.get(url, timeout=5).json() if f["flow_id"].startswith(prefix)]
+                done = [f for f in _succeeded_flows(port) if f["flow_id"].startswith(prefix)]
             except httpx.HTTPError:
                 done = []
             if len(done) == FLOWS:

@@ -24,10 +24,10 @@ import uuid
 import numpy as np
 
 from services.executor.algorithms.party_data import load_party_arrays
+from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_outcome, sample_clients, weighted_mean
 from services.executor.federation.transcript import (AnnounceGate, RoundSetup, SetupRejected, check_setup,
                                                      setup_for)
 from services.executor.federation.updates import UpdateRejected, check_secure_sum, check_update, clip_update
-from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_outcome, sample_clients, weighted_mean
 from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
 from services.executor.ml.strategies import make_strategy, state_from_arrays, state_to_arrays
 from services.executor.ml.training import TrainConfig, evaluate, train_local
