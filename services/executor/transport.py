@@ -1,11 +1,14 @@
 """Round messages between the executors of one training step, over the bus.
 
-Every message of a step travels on ferry.rounds with key = task id, so the
-step's conversation is ordered and lives in one partition; each executor
-tails only that partition. Messages larger than one record are split into
-chunks (one record each) carrying payload id, index, count and the SHA-256 of
-the whole, and are reassembled and verified before anyone sees them. The same
-path serves plain and secure training, and any model size.
+Every message of a step travels on ferry.rounds with key = task id, placed by
+services/executor/round_layout.py: an addressed message in its recipient's
+inbox partition, a message to everyone in its sender's outbox. Each executor
+tails its inbox and the other parties' outboxes, so it fetches what is meant
+for it and not the other parties' traffic. Messages larger than one record
+are split into chunks (one record each, sized from the bus's max_record_bytes)
+carrying payload id, index, count and the SHA-256 of the whole, and are
+reassembled and verified before anyone sees them. The same path serves plain
+and secure training, and any model size.
 """
 
 from __future__ import annotations
@@ -19,13 +22,20 @@ from typing import Mapping
 import numpy as np
 
 from shared import topics
+from services.executor.round_layout import RoundLayout
 from shared.bus.port import Bus, Consumer
 from shared.errors import MalformedMessage
 from shared.events import AlgorithmTaskSpec, RoundMessage, Tensor
 from shared.messaging import EventPublisher
 from shared.wire import codec
 
-DEFAULT_CHUNK_BYTES = 900_000  # below Kafka's 1 MiB default with room for the envelope
+# Room left in a record for the chunk's header fields and the envelope around it (ids,
+# producer, sequence): a few hundred bytes in practice, kept generous for long ids.
+ENVELOPE_ALLOWANCE_BYTES = 16_384
+
+
+def chunk_bytes_for(bus: Bus) -> int:
+    return bus.max_record_bytes - ENVELOPE_ALLOWANCE_BYTES
 
 
 def to_tensors(arrays: Mapping[str, np.ndarray]) -> tuple[Tensor, ...]:
@@ -89,17 +99,21 @@ class RoundChannel:
     """One executor's end of its step's conversation."""
 
     def __init__(self, bus: Bus, task: AlgorithmTaskSpec, publisher: EventPublisher,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+                 chunk_bytes: int | None = None):
         self._bus = bus
         self._task = task
         self._publisher = publisher
-        self._chunk_bytes = chunk_bytes
+        self._chunk_bytes = chunk_bytes or chunk_bytes_for(bus)
         self._consumer: Consumer | None = None
+        self._layout: RoundLayout | None = None
         self._reassembler = Reassembler()
         self._ready: list[RoundMessage] = []
 
     async def open(self) -> "RoundChannel":
-        self._consumer = await self._bus.tail(topics.ROUNDS.name, self._task.task_id.encode())
+        t = self._task
+        partitions = await self._bus.partition_count(topics.ROUNDS.name)
+        self._layout = RoundLayout.of(t.task_id, [p.party for p in t.peers] + [t.party], partitions)
+        self._consumer = await self._bus.tail_partitions(topics.ROUNDS.name, self._layout.listens(t.party))
         return self
 
     async def close(self) -> None:
@@ -114,9 +128,10 @@ class RoundChannel:
                             num_examples=num_examples, metrics=dict(metrics or {}), body=body)
 
     async def send(self, message: RoundMessage) -> None:
+        partition = self._layout.destination(message.sender, message.recipient)
         chunks = split(message, self._chunk_bytes)
         key = self._task.task_id
-        await self._publisher.publish_many([(topics.ROUNDS.name, key, c) for c in chunks])
+        await self._publisher.publish_to_partitions([(topics.ROUNDS.name, partition, key, c) for c in chunks])
 
     def _mine(self, m: RoundMessage) -> bool:
         return (m.task_id == self._task.task_id and m.sender != self._task.party
