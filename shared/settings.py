@@ -76,6 +76,9 @@ class ExecutorGroup(BaseModel):
                                  description="where this party keeps round checkpoints")
     artifacts_dir: Path = Field(Path.home() / ".cache" / "ferry" / "artifacts",
                                 description="content-addressed models and large payloads")
+    torch_threads: int = Field(1, ge=1, description="intra-op CPU threads per executor (torch, OpenMP, BLAS); "
+                                                    "executors of one node share its cores, so 1 unless a job "
+                                                    "has the node to itself (services/executor/threads.py)")
 
 
 class FerrySettings(BaseSettings):

@@ -9,6 +9,7 @@ exit codes follow shared.errors (0 done, 2 configuration, 3 data, 75 transient).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +19,7 @@ import structlog
 from services.executor.artifacts import ArtifactStore
 from services.executor.checkpoints import FileCheckpointStore
 from services.executor.context import ExecutorContext
+from services.executor.threads import HOW_TO_CHANGE, apply_torch_threads
 from shared import topics
 from shared.algorithms import AlgorithmRegistry, load_role
 from shared.bus.port import Bus
@@ -73,7 +75,8 @@ async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio
             artifacts=ArtifactStore(dirs["artifacts"], spec.flow_id),
             peers=None, clock=clock, log=log, publisher=publisher, stop=stop,
             data_opener=_data_opener(dirs.get("data"), spec), bus=bus)
-        log.info("executor.started")
+        log.info("executor.started", torch_threads=int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+                 threads_hint=HOW_TO_CHANGE)
         await ctx.report(stage="started")
         result = await role.run(ctx)
         await ctx.report(stage="finished", metrics=result.metrics)
@@ -102,6 +105,7 @@ def main() -> int:
 
     settings = FerrySettings()
     configure_logging(settings.log.level, settings.log.json_output)
+    apply_torch_threads(settings.executor.torch_threads)
     text = os.environ.get("FERRY_TASK_SPEC")
     if not text:
         structlog.get_logger().error("executor.no_task", reason="FERRY_TASK_SPEC is not set")

@@ -131,6 +131,7 @@ class SchedulerService:
 
 
 def build(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
+    from services.executor.threads import thread_env
     from services.scheduler.adapters.launchers import LocalProcessLauncher
 
     if settings.scheduler.runner == "kubernetes":
@@ -138,7 +139,7 @@ def build(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
     base_env = {k: v for k, v in os.environ.items() if k.startswith("FERRY_") and k != "FERRY_TASK_SPEC"}
     base_env["FERRY_KAFKA__BOOTSTRAP"] = settings.kafka.bootstrap
     base_env["FERRY_BUS__KIND"] = "kafka"
-    base_env.setdefault("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))  # executors share the node
+    base_env |= thread_env(settings.executor.torch_threads)  # executors share the node's cores
     launcher = LocalProcessLauncher(Path(settings.scheduler.work_dir), base_env)
     return SchedulerService(bus, clock, lambda observe: SupervisedRunner(launcher, observe, clock),
                             settings.retry.policy())

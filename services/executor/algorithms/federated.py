@@ -25,6 +25,7 @@ import uuid
 import numpy as np
 
 from services.executor.algorithms.party_data import load_party_arrays
+from services.executor.algorithms.step_peers import TrainingFailed, aggregator_of, clients_of
 from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_outcome, sample_clients, weighted_mean
 from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
 from services.executor.ml.strategies import make_strategy, state_from_arrays, state_to_arrays
@@ -33,25 +34,14 @@ from services.executor.secagg import KeyRing, TooFewClients
 from services.executor.secagg.shell import ClientSession, server_round
 from services.executor.transport import RoundChannel, from_tensors
 from shared.algorithms import RoleResult
-from shared.errors import ConfigurationError, FerryError
+from shared.errors import ConfigurationError
 from shared.events import RoundKind
 from shared.metrics import ROUND_SECONDS
 
 REJOIN_AFTER_S = 5.0
 
 
-class TrainingFailed(FerryError):
-    """Too few clients, or clients that disagree on the data's shape."""
-
-    exit_code = 4
-
-
-def _clients(ctx) -> list[str]:
-    return sorted(p.party for p in ctx.task.peers if p.role == "client")
-
-
-def _aggregator(ctx) -> str:
-    return next(p.party for p in ctx.task.peers if p.role == "aggregator")
+_clients, _aggregator = clients_of, aggregator_of
 
 
 def _prefixed(prefix: str, arrays) -> dict[str, np.ndarray]:
