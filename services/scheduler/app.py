@@ -140,7 +140,13 @@ def build(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
     base_env["FERRY_KAFKA__BOOTSTRAP"] = settings.kafka.bootstrap
     base_env["FERRY_BUS__KIND"] = "kafka"
     base_env |= thread_env(settings.executor.torch_threads)  # executors share the node's cores
-    launcher = LocalProcessLauncher(Path(settings.scheduler.work_dir), base_env)
+    work_dir = Path(settings.scheduler.work_dir)
+    zygote = None
+    if settings.scheduler.zygote:
+        from services.scheduler.adapters.zygote import Zygote
+
+        zygote = Zygote(env=base_env)
+    launcher = LocalProcessLauncher(work_dir, base_env, zygote)
     return SchedulerService(bus, clock, lambda observe: SupervisedRunner(launcher, observe, clock),
                             settings.retry.policy())
 

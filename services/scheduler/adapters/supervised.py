@@ -115,3 +115,5 @@ class SupervisedRunner:
     async def close(self) -> None:
         for run in list(self._running.values()):
             await self._stop(run.spec, "suspend")
+        if (close_launcher := getattr(self._launcher, "close", None)) is not None:
+            await close_launcher()
