@@ -60,8 +60,10 @@ class SchedulerGroup(BaseModel):
     node_registry: Path | None = Field(None, description="YAML file mapping parties to data nodes")
     work_dir: Path = Field(Path.home() / ".cache" / "ferry" / "work",
                            description="local runner: per-party data and checkpoint folders live here")
-    zygote: bool = Field(True, description="local runner: fork executors from one interpreter that imported "
-                                           "torch once (services/scheduler/adapters/zygote.py)")
+    zygote: bool = Field(False, description="local runner: fork executors from one interpreter that imported "
+                                            "torch once (services/scheduler/adapters/zygote.py); off by "
+                                            "default until executor discovery (/proc environ, pid files) "
+                                            "knows about forked executors")
     namespace: str = Field("ferry", description="kubernetes runner: default namespace for Jobs")
     executor_image: str = Field("ferry:latest", description="kubernetes runner: executor image")
 

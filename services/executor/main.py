@@ -22,6 +22,7 @@ from services.executor.context import ExecutorContext
 from services.executor.threads import HOW_TO_CHANGE, apply_torch_threads
 from shared import topics
 from shared.algorithms import AlgorithmRegistry, load_role
+from shared.bus.metered import MeteredBus
 from shared.bus.port import Bus
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigurationError, DataError, FerryError, Suspended
@@ -58,6 +59,7 @@ async def _report_failure(publisher: EventPublisher, spec: AlgorithmTaskSpec, ex
 async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio.Event, *, bus: Bus,
                    clock: Clock, registry: AlgorithmRegistry | None = None) -> int:
     """Run one attempt of an algorithm task; returns the process exit code."""
+    bus = MeteredBus(bus)  # each round report logs the bytes this executor produced and fetched
     log = structlog.get_logger(service="executor").bind(
         flow=spec.flow_id, task=spec.task_id, algo_task=spec.algo_task_id, party=spec.party,
         role=spec.role, attempt=spec.attempt)

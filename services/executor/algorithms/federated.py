@@ -27,6 +27,7 @@ import numpy as np
 from services.executor.algorithms.party_data import load_party_arrays
 from services.executor.algorithms.step_peers import TrainingFailed, aggregator_of, clients_of
 from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_outcome, sample_clients, weighted_mean
+from services.executor.ml.compression import compress, decompress
 from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
 from services.executor.ml.strategies import make_strategy, state_from_arrays, state_to_arrays
 from services.executor.ml.training import TrainConfig, evaluate, train_local
@@ -168,13 +169,26 @@ class _Aggregation:
                                                                  arrays=global_w, metrics=shape,
                                                                  body=announce.body))
             elif message.kind == RoundKind.UPDATE and message.round == r and message.sender in sampled:
-                answers.setdefault(message.sender, (from_tensors(message.tensors), message.num_examples,
-                                                    float(message.metrics.get("loss", float("nan")))))
+                if message.sender not in answers:
+                    answers[message.sender] = (self._weights_of(message, global_w), message.num_examples,
+                                               float(message.metrics.get("loss", float("nan"))))
         if outcome is RoundOutcome.FAIL:
             raise TrainingFailed(f"round {r}: {len(answers)} of {len(sampled)} sampled clients answered within "
                                  f"round_timeout_s={p['round_timeout_s']}; min_clients={p['min_clients']}")
         ordered = [answers[c] for c in sorted(answers)]  # fixed order: aggregation is bit-reproducible
         return [(w, n) for w, n, _ in ordered], [(loss, n) for _, n, loss in ordered]
+
+    def _weights_of(self, update, global_w) -> dict[str, np.ndarray]:
+        """A client's model: sent whole, or as a compressed delta from the round's global model."""
+        arrays = from_tensors(update.tensors)
+        method = json.loads(update.body).get("compression", "none") if update.body else "none"
+        if method == "none" and not update.body:
+            return arrays
+        try:
+            delta = decompress(arrays, method, {k: v.shape for k, v in global_w.items()})
+        except (KeyError, ValueError) as exc:
+            raise TrainingFailed(f"round {update.round}: unreadable {method} update from {update.sender}: {exc}") from exc
+        return {k: (global_w[k] + delta[k]).astype(global_w[k].dtype, copy=False) for k in global_w}
 
     async def _secure_round(self, r: int, global_w, shape, state):
         p = self.p
@@ -256,9 +270,10 @@ class TrainingClient:
                 if secure is not None:  # the update leaves this party only masked
                     await secure.start(message, result.weights, global_w, result.num_examples, result.loss)
                 else:
+                    arrays, body = self._encoded(p, result.weights, global_w, seed, message.round)
                     await channel.send(channel.message(RoundKind.UPDATE, message.round, recipient=message.sender,
-                                                       arrays=result.weights, num_examples=result.num_examples,
-                                                       metrics={"loss": result.loss}))
+                                                       arrays=arrays, num_examples=result.num_examples,
+                                                       metrics={"loss": result.loss}, body=body))
                 ROUND_SECONDS.labels("client").observe(ctx.clock.monotonic() - started)
                 ctx.checkpoints.save(result.weights, {"round": message.round})
                 await ctx.report(round=message.round, total_rounds=int(p["rounds"]), stage="training",
@@ -269,6 +284,18 @@ class TrainingClient:
                 return await self._final(ctx, channel, data, message)
             elif message.kind == RoundKind.ABORT:
                 raise TrainingFailed(f"the aggregator aborted the step: {message.body.decode(errors='replace')}")
+
+    def _encoded(self, p, weights, global_w, seed: int, round: int) -> tuple[dict[str, np.ndarray], bytes]:
+        """The update as sent: the model itself, or its delta compressed (with error feedback for topk,
+        kept in memory: a restarted client starts a fresh residual)."""
+        method = str(p.get("compression") or "none")
+        if method == "none":
+            return weights, b""
+        delta = {k: np.asarray(weights[k], np.float32) - np.asarray(global_w[k], np.float32) for k in global_w}
+        arrays, self._residual = compress(delta, method, rng=np.random.default_rng([seed, round]),
+                                          residual=getattr(self, "_residual", None),
+                                          fraction=float(p.get("topk_fraction") or 0.01))
+        return arrays, json.dumps({"compression": method}).encode()
 
     async def _final(self, ctx, channel: RoundChannel, data, message) -> RoleResult:
         p = ctx.params
