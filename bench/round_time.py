@@ -23,8 +23,10 @@ Measured:
   peak RSS/PSS  the largest sum over all executor processes and the zygote, sampled
                 every 0.5 s from /proc/PID/smaps_rollup (the broker's JVM excluded)
 
---quick: digits x 3 parties (Kafka, embedded) and 1M x 3 parties, 3 rounds, in about a minute;
-writes only with --out. Full: bench/results/round_time.json.
+--quick: digits x 3 parties on Kafka and embedded, 3 rounds (about a minute on an idle machine);
+writes only with --out. Full: bench/results/round_time.json (the grid in grid(): digits, 1M and 10M
+parameters x 3 and 10 parties, a 10-party row without the zygote, compression rows on digits and
+synthetic data, and the issue's realistic 7.3M-parameter job).
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ from bench._common import RESULTS, federated_steps, machine, median, prepare_par
 OUT = RESULTS / "round_time.json"
 DIGITS = "sklearn:digits"           # 1797 rows, 64 features, 10 classes
 DIGITS_SHAPE = (64, 10)
+SYNTHETIC = "synthetic:n_rows=5000,n_features=20,n_classes=10,seed=3,separation=0.6"
+SYNTHETIC_SHAPE = (20, 10)
+# The issue's realistic job: 40,000 training rows (of 50,000; 20 % held out), 100 features, 10 classes.
+REALISTIC = "synthetic:n_rows=50000,n_features=100,n_classes=10,seed=5,separation=0.6"
+COMPRESSION = (("none", {}), ("fp16", {}), ("int8", {}), ("int4", {}), ("topk", {"topk_fraction": 0.1}))
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class Row:
     shape: tuple[int, int] = DIGITS_SHAPE
     extra: dict = field(default_factory=dict)
     zygote: bool = True       # kafka rows: fork executors from the runner's zygote, else fresh interpreters
+    test_fraction: float = 0.2
 
     @property
     def params(self) -> int:
@@ -81,15 +89,19 @@ def grid(quick: bool) -> list[Row]:
     h1m, h10m = _hidden_for(1_000_000), _hidden_for(10_000_000)
     if quick:
         return [Row("3p_digits_kafka", "kafka", 3, "logreg", rounds=3),
-                Row("3p_digits_kafka_no_zygote", "kafka", 3, "logreg", rounds=3, zygote=False),
-                Row("3p_digits_embedded", "embedded", 3, "logreg", rounds=3),
-                Row("3p_1m_kafka", "kafka", 3, "mlp", h1m, rounds=3)]
+                Row("3p_digits_embedded", "embedded", 3, "logreg", rounds=3)]
     rows = []
     for n in (3, 10):
         rows.append(Row(f"{n}p_digits_kafka", "kafka", n, "logreg", rounds=8))
         rows.append(Row(f"{n}p_1m_kafka", "kafka", n, "mlp", h1m, rounds=5))
         rows.append(Row(f"{n}p_10m_kafka", "kafka", n, "mlp", h10m, rounds=4))
     rows.append(Row("10p_digits_kafka_no_zygote", "kafka", 10, "logreg", rounds=8, zygote=False))
+    for source, name, shape in ((DIGITS, "digits", DIGITS_SHAPE), (SYNTHETIC, "synthetic", SYNTHETIC_SHAPE)):
+        for method, extra in COMPRESSION:
+            rows.append(Row(f"10p_{name}_mlp_{method}", "kafka", 10, "mlp", 256, rounds=10, source=source,
+                            shape=shape, extra={"compression": method, **extra}))
+    rows.append(Row("3p_7m_synthetic", "kafka", 3, "mlp", 65536, rounds=2, source=REALISTIC, shape=(100, 10),
+                    test_fraction=0.2))
     rows.append(Row("3p_digits_embedded", "embedded", 3, "logreg", rounds=8))
     rows.append(Row("10p_1m_embedded", "embedded", 10, "mlp", h1m, rounds=5))
     return rows
@@ -162,11 +174,11 @@ def _round_times(progress: list[tuple[int, Any]], task_id: str) -> dict[str, lis
     return {"gaps": gaps, "train": [max(train[r]) for r in sorted(train) if r > 1 and r in agg]}
 
 
-def _traffic(log_paths: list[Path]) -> tuple[list[float], list[float]]:
-    """Per round (2..R): bytes fetched and produced, summed over executors, from their traffic logs."""
-    per_round_f: dict[int, int] = {}
-    per_round_p: dict[int, int] = {}
-    for path in log_paths:
+def _traffic(log_paths: dict[Path, bool]) -> dict[str, list[int]]:
+    """Per round (2..R), summed over executors from their traffic logs: bytes fetched, bytes produced,
+    and bytes the clients produced (their updates). log_paths: log -> is a client."""
+    sums: dict[str, dict[int, int]] = {"fetched": {}, "produced": {}, "updates": {}}
+    for path, is_client in log_paths.items():
         seen: dict[int, tuple[int, int]] = {}
         for line in path.read_text(errors="replace").splitlines():
             try:
@@ -177,10 +189,12 @@ def _traffic(log_paths: list[Path]) -> tuple[list[float], list[float]]:
                 seen.setdefault(int(rec["round"]), (int(rec["rounds_fetched_bytes"]), int(rec["rounds_produced_bytes"])))
         for r in sorted(seen):
             if r - 1 in seen:
-                per_round_f[r] = per_round_f.get(r, 0) + seen[r][0] - seen[r - 1][0]
-                per_round_p[r] = per_round_p.get(r, 0) + seen[r][1] - seen[r - 1][1]
-    rounds = sorted(per_round_f)
-    return [per_round_f[r] for r in rounds], [per_round_p[r] for r in rounds]
+                f, p = seen[r][0] - seen[r - 1][0], seen[r][1] - seen[r - 1][1]
+                sums["fetched"][r] = sums["fetched"].get(r, 0) + f
+                sums["produced"][r] = sums["produced"].get(r, 0) + p
+                if is_client:
+                    sums["updates"][r] = sums["updates"].get(r, 0) + p
+    return {k: [v[r] for r in sorted(v)] for k, v in sums.items()}
 
 
 async def _progress_records(bus) -> list[tuple[int, Any]]:
@@ -238,10 +252,10 @@ async def run_kafka(row: Row, bootstrap: str, zygote, work: Path, clients: list[
         raise RuntimeError(f"{row.name}: executors failed: {bad}")
     progress = await _progress_records(bus)
     await bus.stop()
-    fetched, produced = _traffic([work / "logs" / f"{a}.log" for a in handles])
+    traffic = _traffic({work / "logs" / f"{a}.log": a.endswith(".client") for a in handles})
     return {"wall_s": wall, "peak_rss_gb": sampler.peak_rss_kb / 2**20, "peak_pss_gb": sampler.peak_pss_kb / 2**20,
             "one_executor_mb": dict(zip(("rss", "pss", "uss"), (round(v / 1024, 1) for v in sampler.one_executor_kb))),
-            "fetched": fetched, "produced": produced, **_round_times(progress, task.task_id),
+            **traffic, **_round_times(progress, task.task_id),
             "accuracy": _final_accuracy(progress, task.task_id)}
 
 
@@ -270,14 +284,14 @@ async def run_embedded(row: Row, work: Path, clients: list[str]) -> dict:
     if view["status"] != "SUCCEEDED":
         raise RuntimeError(f"{row.name}: {view['status']}")
     return {"wall_s": wall, "peak_rss_gb": sampler.peak_rss_kb / 2**20, "peak_pss_gb": sampler.peak_pss_kb / 2**20,
-            "fetched": [], "produced": [], **_round_times(progress, task.task_id),
+            "fetched": [], "produced": [], "updates": [], **_round_times(progress, task.task_id),
             "accuracy": _final_accuracy(progress, task.task_id)}
 
 
 async def run_row(row: Row, bootstrap: str | None, zygote, root: Path) -> dict[str, Any]:
     work = root / row.name
     clients = [f"p{i:02d}" for i in range(row.parties)]
-    prepare_parties(work, clients, "bench", row.source, seed=7)
+    prepare_parties(work, clients, "bench", row.source, seed=7, test_fraction=row.test_fraction)
     if row.mode == "kafka":
         got = await run_kafka(row, bootstrap, zygote, work, clients)
     else:
@@ -292,6 +306,7 @@ async def run_row(row: Row, bootstrap: str | None, zygote, root: Path) -> dict[s
             "train_s_per_round": round(median(got["train"]), 4) if got["train"] else None,
             "fetched_bytes_per_round": fetched, "produced_bytes_per_round":
                 median(got["produced"]) if got["produced"] else None,
+            "update_bytes_per_round": median(got["updates"]) if got["updates"] else None,
             "ideal_fetched_bytes_per_round": ideal,
             "fetch_ratio": round(fetched / ideal, 4) if fetched else None,
             "peak_rss_gb": round(got["peak_rss_gb"], 3), "peak_pss_gb": round(got["peak_pss_gb"], 3),
@@ -299,21 +314,58 @@ async def run_row(row: Row, bootstrap: str | None, zygote, root: Path) -> dict[s
             "wall_s": round(got["wall_s"], 2), "test_accuracy": got["accuracy"]}
 
 
+def _overhead_share(row: dict | None) -> float | None:
+    if not row or not row["train_s_per_round"]:
+        return None
+    return round(max(0.0, row["s_per_round"] - row["train_s_per_round"]) / row["s_per_round"], 4)
+
+
+def _compression_table(by: dict[str, dict], dataset: str) -> dict[str, dict]:
+    """Per method: update bytes reduction and accuracy cost (points) against the uncompressed run."""
+    base = by.get(f"10p_{dataset}_mlp_none")
+    out = {}
+    for method, _ in COMPRESSION[1:]:
+        row = by.get(f"10p_{dataset}_mlp_{method}")
+        if base is None or row is None or not row["update_bytes_per_round"]:
+            continue
+        out[method] = {"update_bytes_reduction": round(base["update_bytes_per_round"] / row["update_bytes_per_round"], 2),
+                       "fetched_bytes_reduction": round(base["fetched_bytes_per_round"] / row["fetched_bytes_per_round"], 2),
+                       "accuracy_cost_pt": round(100 * (base["test_accuracy"] - row["test_accuracy"]), 2)}
+    return out
+
+
+def _compression_keys(by: dict[str, dict]) -> dict:
+    tables = {d: _compression_table(by, d) for d in ("digits", "synthetic")}
+    within = {m: v for m, v in tables["digits"].items() if v["accuracy_cost_pt"] <= 0.5}
+    best = max(within, key=lambda m: within[m]["update_bytes_reduction"], default=None)
+    return {"compression_bytes_reduction": within[best]["update_bytes_reduction"] if best else None,
+            "compression_accuracy_cost_pt": within[best]["accuracy_cost_pt"] if best else None,
+            "compression_best_method": best,
+            "compression_bytes_measure": "update bytes per round (clients -> aggregator); the global model "
+                                         "still travels uncompressed (fetched_bytes_reduction per method)",
+            "compression": tables}
+
+
 def _key(rows: dict[str, dict], name: str, field_: str):
     return rows[name][field_] if name in rows else None
 
 
-async def run_all(rows: list[Row], bootstrap: str | None, root: Path) -> list[dict]:
+async def run_all(rows: list[Row], bootstrap: str | None, root: Path, failed: list[dict]) -> list[dict]:
     from services.executor.threads import thread_env
     from services.scheduler.adapters.zygote import Zygote
 
     zygote = Zygote(env={**thread_env(1), "FERRY_KAFKA__BOOTSTRAP": bootstrap or ""})
-    out = []
+    out: list[dict] = []
     try:
         for row in rows:
             print(f"-- {row.name}: {row.parties} parties, {row.params:,} parameters, {row.rounds} rounds, "
                   f"{row.mode}", flush=True)
-            result = await run_row(row, bootstrap, zygote, root)
+            try:
+                result = await run_row(row, bootstrap, zygote, root)
+            except Exception as exc:  # one broken row must not lose the others; it is reported as failed
+                print(f"   FAILED: {exc!r}"[:2000], flush=True)
+                failed.append({"name": row.name, "error": repr(exc)[:2000]})
+                continue
             print(f"   {result['s_per_round']} s/round, fetch ratio {result['fetch_ratio']}, "
                   f"peak PSS {result['peak_pss_gb']} GB", flush=True)
             out.append(result)
@@ -334,10 +386,12 @@ def main() -> int:
     configure_logging("WARNING", json=True)
     apply_torch_threads(1)
     rows = grid(args.quick)
+    host = machine()  # commit and clean_tree of the code that runs, before anything else can change
     if args.only:
         wanted = set(args.only.split(","))
         rows = [r for r in rows if r.name in wanted]
     handle = None
+    failed: list[dict] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ferry-round-time-") as tmp:
         bootstrap = os.environ.get("FERRY_KAFKA__BOOTSTRAP") or os.environ.get("FERRY_KAFKA_BOOTSTRAP")
@@ -347,7 +401,7 @@ def main() -> int:
             handle = start_broker(Path(tmp) / "kafka")
             bootstrap = handle.bootstrap
         try:
-            results = asyncio.run(run_all(rows, bootstrap, Path(tmp)))
+            results = asyncio.run(run_all(rows, bootstrap, Path(tmp), failed))
         finally:
             if handle is not None:
                 from shared.devtools.kafka_broker import stop_broker
@@ -361,7 +415,7 @@ def main() -> int:
                           for r in results]))
     by = {r["name"]: r for r in results}
     payload = {
-        **{k: v for k, v in machine().items() if k in ("commit", "clean_tree")},
+        **{k: v for k, v in host.items() if k in ("commit", "clean_tree")},
         "fetch_ratio_10p_10m": _key(by, "10p_10m_kafka", "fetch_ratio"),
         "s_per_round_10p_10m": _key(by, "10p_10m_kafka", "s_per_round"),
         "s_per_round_10p_1m": _key(by, "10p_1m_kafka", "s_per_round"),
@@ -369,12 +423,13 @@ def main() -> int:
         "pss_gb_10p_kafka": max((r["peak_pss_gb"] for r in results
                                  if r["mode"] == "kafka" and r["parties"] == 10 and r["zygote"]), default=None),
         "one_executor_mb": _key(by, "3p_1m_kafka", "one_executor_mb"),
-        "compression_bytes_reduction": None, "compression_accuracy_cost_pt": None, "async_speedup": None,
-        "s_per_round_3p_7m_synthetic": None, "overhead_share_3p_7m_synthetic": None,
-        "not_measured": "compression, async and the 7.3M-parameter synthetic job are not implemented in this "
-                        "revision (issue #11 items 2, 3 and the realistic-job target)",
-        "machine": machine(), "elapsed_s": round(time.monotonic() - started, 1),
-        "rows": results,
+        **_compression_keys(by),
+        "s_per_round_3p_7m_synthetic": _key(by, "3p_7m_synthetic", "s_per_round"),
+        "overhead_share_3p_7m_synthetic": _overhead_share(by.get("3p_7m_synthetic")),
+        "async_speedup": None,
+        "not_measured": "async_speedup: FedBuff asynchronous aggregation is not implemented in this revision",
+        "machine": host, "elapsed_s": round(time.monotonic() - started, 1),
+        "rows": results, "failed_rows": failed,
     }
     if args.out or not args.quick:
         write_json(Path(args.out) if args.out else OUT, payload)
