@@ -169,8 +169,8 @@ class _Aggregation:
                                                                  arrays=global_w, metrics=shape,
                                                                  body=announce.body))
             elif message.kind == RoundKind.UPDATE and message.round == r and message.sender in sampled:
-                if message.sender not in answers:
-                    answers[message.sender] = (self._weights_of(message, global_w), message.num_examples,
+                if message.sender not in answers and (weights := self._weights_of(message, global_w)) is not None:
+                    answers[message.sender] = (weights, message.num_examples,
                                                float(message.metrics.get("loss", float("nan"))))
         if outcome is RoundOutcome.FAIL:
             raise TrainingFailed(f"round {r}: {len(answers)} of {len(sampled)} sampled clients answered within "
@@ -178,16 +178,20 @@ class _Aggregation:
         ordered = [answers[c] for c in sorted(answers)]  # fixed order: aggregation is bit-reproducible
         return [(w, n) for w, n, _ in ordered], [(loss, n) for _, n, loss in ordered]
 
-    def _weights_of(self, update, global_w) -> dict[str, np.ndarray]:
-        """A client's model: sent whole, or as a compressed delta from the round's global model."""
+    def _weights_of(self, update, global_w) -> dict[str, np.ndarray] | None:
+        """A client's model: sent whole, or as a compressed delta from the round's global model.
+
+        An update that does not decode is dropped, not fatal: that client counts as not having
+        answered, as a dropout would (the strategy still checks what does decode)."""
         arrays = from_tensors(update.tensors)
-        method = json.loads(update.body).get("compression", "none") if update.body else "none"
-        if method == "none" and not update.body:
+        if not update.body:
             return arrays
         try:
+            method = json.loads(update.body)["compression"]
             delta = decompress(arrays, method, {k: v.shape for k, v in global_w.items()})
-        except (KeyError, ValueError) as exc:
-            raise TrainingFailed(f"round {update.round}: unreadable {method} update from {update.sender}: {exc}") from exc
+        except (KeyError, ValueError, TypeError) as exc:
+            self.ctx.log.warning("update.unreadable", round=update.round, sender=update.sender, reason=str(exc))
+            return None
         return {k: (global_w[k] + delta[k]).astype(global_w[k].dtype, copy=False) for k in global_w}
 
     async def _secure_round(self, r: int, global_w, shape, state):
