@@ -90,20 +90,21 @@ def grid(quick: bool) -> list[Row]:
     if quick:
         return [Row("3p_digits_kafka", "kafka", 3, "logreg", rounds=3),
                 Row("3p_digits_embedded", "embedded", 3, "logreg", rounds=3)]
-    rows = []
-    for n in (3, 10):
-        rows.append(Row(f"{n}p_digits_kafka", "kafka", n, "logreg", rounds=8))
-        rows.append(Row(f"{n}p_1m_kafka", "kafka", n, "mlp", h1m, rounds=5))
-        rows.append(Row(f"{n}p_10m_kafka", "kafka", n, "mlp", h10m, rounds=4))
-    rows.append(Row("10p_digits_kafka_no_zygote", "kafka", 10, "logreg", rounds=8, zygote=False))
-    for source, name, shape in ((DIGITS, "digits", DIGITS_SHAPE), (SYNTHETIC, "synthetic", SYNTHETIC_SHAPE)):
-        for method, extra in COMPRESSION:
-            rows.append(Row(f"10p_{name}_mlp_{method}", "kafka", 10, "mlp", 256, rounds=10, source=source,
-                            shape=shape, extra={"compression": method, **extra}))
-    rows.append(Row("3p_7m_synthetic", "kafka", 3, "mlp", 65536, rounds=2, source=REALISTIC, shape=(100, 10),
-                    test_fraction=0.2))
-    rows.append(Row("3p_digits_embedded", "embedded", 3, "logreg", rounds=8))
-    rows.append(Row("10p_1m_embedded", "embedded", 10, "mlp", h1m, rounds=5))
+    # Headline rows first: results are saved after every row, so a run cut short keeps them.
+    rows = [Row("3p_digits_kafka", "kafka", 3, "logreg", rounds=8),
+            Row("10p_1m_kafka", "kafka", 10, "mlp", h1m, rounds=5),
+            Row("10p_10m_kafka", "kafka", 10, "mlp", h10m, rounds=3)]
+    rows += [Row(f"10p_digits_mlp_{method}", "kafka", 10, "mlp", 256, rounds=8,
+                 extra={"compression": method, **extra}) for method, extra in COMPRESSION]
+    rows += [Row("3p_7m_synthetic", "kafka", 3, "mlp", 65536, rounds=2, source=REALISTIC, shape=(100, 10)),
+             Row("10p_digits_kafka", "kafka", 10, "logreg", rounds=8),
+             Row("10p_digits_kafka_no_zygote", "kafka", 10, "logreg", rounds=8, zygote=False),
+             Row("3p_1m_kafka", "kafka", 3, "mlp", h1m, rounds=5),
+             Row("3p_10m_kafka", "kafka", 3, "mlp", h10m, rounds=3),
+             Row("3p_digits_embedded", "embedded", 3, "logreg", rounds=8),
+             Row("10p_1m_embedded", "embedded", 10, "mlp", h1m, rounds=5)]
+    rows += [Row(f"10p_synthetic_mlp_{method}", "kafka", 10, "mlp", 256, rounds=8, source=SYNTHETIC,
+                 shape=SYNTHETIC_SHAPE, extra={"compression": method, **extra}) for method, extra in COMPRESSION]
     return rows
 
 
@@ -350,7 +351,8 @@ def _key(rows: dict[str, dict], name: str, field_: str):
     return rows[name][field_] if name in rows else None
 
 
-async def run_all(rows: list[Row], bootstrap: str | None, root: Path, failed: list[dict]) -> list[dict]:
+async def run_all(rows: list[Row], bootstrap: str | None, root: Path, failed: list[dict],
+                  on_row=lambda results: None) -> list[dict]:
     from services.executor.threads import thread_env
     from services.scheduler.adapters.zygote import Zygote
 
@@ -369,9 +371,33 @@ async def run_all(rows: list[Row], bootstrap: str | None, root: Path, failed: li
             print(f"   {result['s_per_round']} s/round, fetch ratio {result['fetch_ratio']}, "
                   f"peak PSS {result['peak_pss_gb']} GB", flush=True)
             out.append(result)
+            on_row(out)
     finally:
         await zygote.close()
     return out
+
+
+def _payload(results: list[dict], failed: list[dict], host: dict, started: float, complete: bool) -> dict:
+    by = {r["name"]: r for r in results}
+    return {
+        **{k: v for k, v in host.items() if k in ("commit", "clean_tree")},
+        "complete": complete,
+        "fetch_ratio_10p_10m": _key(by, "10p_10m_kafka", "fetch_ratio"),
+        "s_per_round_10p_10m": _key(by, "10p_10m_kafka", "s_per_round"),
+        "s_per_round_10p_1m": _key(by, "10p_1m_kafka", "s_per_round"),
+        "s_per_round_3p_digits_kafka": _key(by, "3p_digits_kafka", "s_per_round"),
+        "pss_gb_10p_kafka": max((r["peak_pss_gb"] for r in results
+                                 if r["mode"] == "kafka" and r["parties"] == 10 and r["zygote"]), default=None),
+        "one_executor_mb": _key(by, "3p_1m_kafka", "one_executor_mb"),
+        **_compression_keys(by),
+        "s_per_round_3p_7m_synthetic": _key(by, "3p_7m_synthetic", "s_per_round"),
+        "overhead_share_3p_7m_synthetic": _overhead_share(by.get("3p_7m_synthetic")),
+        "async_speedup": None,
+        "not_measured": "async_speedup: FedBuff asynchronous aggregation is not implemented in this revision",
+        "load_average_at_write": [round(x, 1) for x in os.getloadavg()],
+        "machine": host, "elapsed_s": round(time.monotonic() - started, 1),
+        "rows": results, "failed_rows": failed,
+    }
 
 
 def main() -> int:
@@ -390,9 +416,16 @@ def main() -> int:
     if args.only:
         wanted = set(args.only.split(","))
         rows = [r for r in rows if r.name in wanted]
+    out_path = Path(args.out) if args.out else (None if args.quick else OUT)
     handle = None
     failed: list[dict] = []
     started = time.monotonic()
+
+    def save(results: list[dict], complete: bool = False) -> None:
+        # Written after every row, so an interrupted run keeps what it measured ("complete": false).
+        if out_path is not None:
+            write_json(out_path, _payload(results, failed, host, started, complete))
+
     with tempfile.TemporaryDirectory(prefix="ferry-round-time-") as tmp:
         bootstrap = os.environ.get("FERRY_KAFKA__BOOTSTRAP") or os.environ.get("FERRY_KAFKA_BOOTSTRAP")
         if bootstrap is None and any(r.mode == "kafka" for r in rows):
@@ -401,7 +434,7 @@ def main() -> int:
             handle = start_broker(Path(tmp) / "kafka")
             bootstrap = handle.bootstrap
         try:
-            results = asyncio.run(run_all(rows, bootstrap, Path(tmp), failed))
+            results = asyncio.run(run_all(rows, bootstrap, Path(tmp), failed, save))
         finally:
             if handle is not None:
                 from shared.devtools.kafka_broker import stop_broker
@@ -413,27 +446,9 @@ def main() -> int:
                            round(r["ideal_fetched_bytes_per_round"] / 1e6, 1), r["fetch_ratio"], r["peak_rss_gb"],
                            r["peak_pss_gb"], None if r["test_accuracy"] != r["test_accuracy"] else round(r["test_accuracy"], 4))
                           for r in results]))
-    by = {r["name"]: r for r in results}
-    payload = {
-        **{k: v for k, v in host.items() if k in ("commit", "clean_tree")},
-        "fetch_ratio_10p_10m": _key(by, "10p_10m_kafka", "fetch_ratio"),
-        "s_per_round_10p_10m": _key(by, "10p_10m_kafka", "s_per_round"),
-        "s_per_round_10p_1m": _key(by, "10p_1m_kafka", "s_per_round"),
-        "s_per_round_3p_digits_kafka": _key(by, "3p_digits_kafka", "s_per_round"),
-        "pss_gb_10p_kafka": max((r["peak_pss_gb"] for r in results
-                                 if r["mode"] == "kafka" and r["parties"] == 10 and r["zygote"]), default=None),
-        "one_executor_mb": _key(by, "3p_1m_kafka", "one_executor_mb"),
-        **_compression_keys(by),
-        "s_per_round_3p_7m_synthetic": _key(by, "3p_7m_synthetic", "s_per_round"),
-        "overhead_share_3p_7m_synthetic": _overhead_share(by.get("3p_7m_synthetic")),
-        "async_speedup": None,
-        "not_measured": "async_speedup: FedBuff asynchronous aggregation is not implemented in this revision",
-        "machine": host, "elapsed_s": round(time.monotonic() - started, 1),
-        "rows": results, "failed_rows": failed,
-    }
-    if args.out or not args.quick:
-        write_json(Path(args.out) if args.out else OUT, payload)
-        print(f"\nwrote {args.out or OUT}")
+    save(results, complete=True)
+    if out_path is not None:
+        print(f"\nwrote {out_path}")
     return 0
 
 
