@@ -103,11 +103,15 @@ class RoundChannel:
         self._bus = bus
         self._task = task
         self._publisher = publisher
-        self._chunk_bytes = chunk_bytes or chunk_bytes_for(bus)
+        self._chunk_bytes = chunk_bytes  # None: from the bus, when sending (a message factory needs no bus)
         self._consumer: Consumer | None = None
         self._layout: RoundLayout | None = None
         self._reassembler = Reassembler()
         self._ready: list[RoundMessage] = []
+
+    @property
+    def chunk_bytes(self) -> int:
+        return self._chunk_bytes or chunk_bytes_for(self._bus)
 
     async def open(self) -> "RoundChannel":
         t = self._task
@@ -129,7 +133,7 @@ class RoundChannel:
 
     async def send(self, message: RoundMessage) -> None:
         partition = self._layout.destination(message.sender, message.recipient)
-        chunks = split(message, self._chunk_bytes)
+        chunks = split(message, self.chunk_bytes)
         key = self._task.task_id
         await self._publisher.publish_to_partitions([(topics.ROUNDS.name, partition, key, c) for c in chunks])
 

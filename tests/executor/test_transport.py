@@ -159,4 +159,4 @@ async def test_a_client_fetches_the_model_once_and_never_another_clients_update(
 
 def test_chunks_fit_the_bus_record_limit():
     bus = InMemoryBus()
-    assert RoundChannel(bus, _spec("a"), EventPublisher(bus, "a", SystemClock()))._chunk_bytes < bus.max_record_bytes
+    assert RoundChannel(bus, _spec("a"), EventPublisher(bus, "a", SystemClock())).chunk_bytes < bus.max_record_bytes
