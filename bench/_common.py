@@ -201,9 +201,12 @@ def machine() -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True, timeout=5, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=5, check=False).stdout.strip()
+        clean_tree = not dirty
     except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+        commit, clean_tree = "", False
+    return {"clean_tree": clean_tree, "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "cpus": os.cpu_count(), "platform": platform.platform(), "commit": commit,
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 

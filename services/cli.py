@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--timeout", type=float, default=600.0, help="run: seconds to wait for the flow")
     flow.add_argument("--work-dir", default=None,
                       help="run: the parties' folders, <dir>/parties/<party>/{data,checkpoints,artifacts}")
+    flow.add_argument("--torch-threads", type=int, default=None,
+                      help="run: intra-op threads per executor (default FERRY_EXECUTOR__TORCH_THREADS, else 1)")
     flow.add_argument("--demo-data", action="store_true",
                       help="run: first import the demo's breast-cancer parties into --work-dir")
     flow.add_argument("--vertical-demo-data", action="store_true",

@@ -60,29 +60,31 @@ def _report(view: dict, elapsed_s: float) -> tuple[str, dict]:
     return "\n".join(lines), found
 
 
-async def run_demo(work_dir: Path, timeout_s: float = 600.0) -> dict:
+async def run_demo(work_dir: Path, timeout_s: float = 600.0, torch_threads: int = 1) -> dict:
     from services.embedded import EmbeddedPlatform
     from services.splitter.core.flow_document import parse_flow_document
 
     prepare_parties(work_dir)
     flow = parse_flow_document(DEMO_FLOW.read_text(), default_flow_id=f"demo-{int(time.time())}")
-    async with EmbeddedPlatform(work_dir) as platform:
+    async with EmbeddedPlatform(work_dir, torch_threads=torch_threads) as platform:
         await platform.submit(flow)
         return await platform.wait_for(flow.flow_id, timeout_s=timeout_s)
 
 
 def main(quick: bool = False) -> int:
-    import torch
-
+    from services.executor.threads import HOW_TO_CHANGE, apply_torch_threads
     from shared.logging import configure_logging
+    from shared.settings import FerrySettings
 
     configure_logging("WARNING", json=True)
-    torch.set_num_threads(1)  # tiny models: threads cost more than they give on 2 cores
+    threads = FerrySettings().executor.torch_threads
+    apply_torch_threads(threads)  # tiny models: threads cost more than they give on 2 cores
+    print(f"executors use {threads} torch thread(s) each; {HOW_TO_CHANGE}")
     print(f"running {DEMO_FLOW.relative_to(ROOT)} on the embedded platform "
           f"(in-process bus, inline executors, LMDB party stores)")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ferry-demo-") as tmp:
-        view = asyncio.run(run_demo(Path(tmp)))
+        view = asyncio.run(run_demo(Path(tmp), torch_threads=threads))
     text, found = _report(view, time.monotonic() - started)
     print(text)
     if view["status"] != "SUCCEEDED" or not {"train", "baseline"} <= set(found):

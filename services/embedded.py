@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from services.executor.main import dev_trust, run_task
+from services.executor.threads import apply_torch_threads
 from services.monitor.adapters.state_store import MonitorStateStore
 from services.monitor.api import flow_json
 from services.monitor.app import MonitorService
@@ -33,8 +34,10 @@ TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
 class EmbeddedPlatform:
-    def __init__(self, work_dir: Path, *, clock: Clock | None = None, registry: AlgorithmRegistry | None = None):
+    def __init__(self, work_dir: Path, *, clock: Clock | None = None, registry: AlgorithmRegistry | None = None,
+                 torch_threads: int = 1):
         self.work_dir = Path(work_dir)
+        self.torch_threads = torch_threads  # inline executors share this process: one setting for all
         self.clock = clock or SystemClock()
         self.bus = InMemoryBus()
         self.registry = registry or AlgorithmRegistry.from_entry_points()
@@ -53,6 +56,7 @@ class EmbeddedPlatform:
         self._tasks: list[asyncio.Task] = []
 
     async def __aenter__(self) -> "EmbeddedPlatform":
+        apply_torch_threads(self.torch_threads)
         await self.bus.ensure_topics(topics.CATALOGUE)
         for service in (self.monitor, self.scheduler, self.splitter):
             self._tasks.append(asyncio.create_task(service.run(self._stop), name=service.name))
@@ -82,8 +86,9 @@ class EmbeddedPlatform:
         return await asyncio.wait_for(until(), timeout_s)
 
 
-async def run_flow_embedded(flow: FlowSubmitted, *, timeout_s: float = 600.0, work_dir: Path | None = None) -> dict:
+async def run_flow_embedded(flow: FlowSubmitted, *, timeout_s: float = 600.0, work_dir: Path | None = None,
+                            torch_threads: int = 1) -> dict:
     with tempfile.TemporaryDirectory(prefix="ferry-embedded-") as tmp:
-        async with EmbeddedPlatform(Path(work_dir or tmp)) as platform:
+        async with EmbeddedPlatform(Path(work_dir or tmp), torch_threads=torch_threads) as platform:
             await platform.submit(flow)
             return await platform.wait_for(flow.flow_id, timeout_s=timeout_s)

@@ -153,7 +153,12 @@ def run(args: argparse.Namespace) -> int:
             print("--vertical-demo-data needs --work-dir", file=sys.stderr)
             return 1
         prepare_vertical_parties(work_dir)
-    view = asyncio.run(run_flow_embedded(flow, timeout_s=args.timeout, work_dir=work_dir))
+    from services.executor.threads import HOW_TO_CHANGE
+    from shared.settings import FerrySettings
+
+    threads = args.torch_threads or FerrySettings().executor.torch_threads
+    print(f"executors use {threads} torch thread(s) each; {HOW_TO_CHANGE}", file=sys.stderr)
+    view = asyncio.run(run_flow_embedded(flow, timeout_s=args.timeout, work_dir=work_dir, torch_threads=threads))
     print(json.dumps(view, indent=2, default=str))
     return 0 if view.get("status") == "SUCCEEDED" else 1
 

@@ -27,6 +27,13 @@ _TRAINING_PARAMS = (
 _ROBUST = ("median", "trimmed_mean", "krum")
 
 
+def _compression_without_secure_aggregation(params):
+    if params.get("secure_aggregation") and params.get("compression", "none") != "none":
+        return [("compression", f"{params['compression']!r} cannot be combined with secure_aggregation: its masks "
+                                f"cancel only in the 32-bit ring it quantises into; use compression: none")]
+    return []
+
+
 def _secure_needs_an_averaging_strategy(params):
     if params.get("secure_aggregation") and params.get("strategy") in _ROBUST:
         return [("secure_aggregation", f"cannot be combined with strategy {params['strategy']!r}: robust "
@@ -93,8 +100,12 @@ FEDAVG = AlgorithmSpec(
                   help="clients refuse rounds with a smaller cohort (secure aggregation: at least 3)"),
         ParamSpec("update_clip_norm", "float", minimum=1e-12,
                   help="L2 bound of each client's update (delta); clients clip to it, larger ones are refused"),
+        ParamSpec("compression", "str", "none", choices=("none", "fp16", "bf16", "int8", "int4", "topk"),
+                  help="how clients encode their update delta (services/executor/ml/compression.py)"),
+        ParamSpec("topk_fraction", "float", 0.01, minimum=1e-6, maximum=1.0,
+                  help="compression topk: share of values sent per round, the rest fed back next round"),
     ),
-    checks=(_secure_needs_an_averaging_strategy, _enough_clients_for_krum),
+    checks=(_secure_needs_an_averaging_strategy, _enough_clients_for_krum, _compression_without_secure_aggregation),
     description="Federated training (FedAvg and friends) between clients and one aggregator.",
 )
 

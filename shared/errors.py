@@ -31,6 +31,12 @@ class ValidationFailed(FerryError):
         super().__init__("; ".join(str(e) for e in self.errors))
 
 
+class RecordTooLarge(FerryError):
+    """A record over the bus's size limit: resending the same bytes cannot help."""
+
+    exit_code = 2
+
+
 class NotFound(FerryError):
     http_status = 404
 

@@ -63,6 +63,16 @@ class EventPublisher:
         return envelopes
 
 
+    async def publish_to_partitions(self, items: Sequence[tuple[str, int, str, events.Event]]) -> list[events.Envelope]:
+        """Like publish_many, each (topic, partition, key, event) placed in the partition it names."""
+        envelopes = [self.wrap(topic, key, event) for topic, _, key, event in items]
+        await self._bus.send_to_partitions([(topic, partition, key.encode(), codec.encode(env))
+                                            for (topic, partition, key, _), env in zip(items, envelopes)])
+        for topic, _, _, _ in items:
+            PUBLISHED.labels(self._service, topic).inc()
+        return envelopes
+
+
 class DeadLetters:
     def __init__(self, publisher: EventPublisher, consumer_name: str, clock: Clock):
         self._publisher = publisher

@@ -79,6 +79,10 @@ class SchedulerGroup(BaseModel):
     node_registry: Path | None = Field(None, description="YAML file mapping parties to data nodes")
     work_dir: Path = Field(Path.home() / ".cache" / "ferry" / "work",
                            description="local runner: per-party data and checkpoint folders live here")
+    zygote: bool = Field(False, description="local runner: fork executors from one interpreter that imported "
+                                            "torch once (services/scheduler/adapters/zygote.py); off by "
+                                            "default until executor discovery (/proc environ, pid files) "
+                                            "knows about forked executors")
     namespace: str = Field("ferry", description="kubernetes runner: default namespace for Jobs")
     executor_image: str = Field("ferry:latest", description="kubernetes runner: executor image")
     adopt_poll_s: float = Field(0.5, description="local runner: how often the liveness of an executor "
@@ -107,6 +111,9 @@ class ExecutorGroup(BaseModel):
     heartbeat_s: float = Field(5.0, description="seconds between the executor's heartbeats on ferry.progress")
     lease_file: Path | None = Field(None, description="local runner: the lease the executor touches on each "
                                                       "heartbeat and writes its exit code next to (set by the runner)")
+    torch_threads: int = Field(1, ge=1, description="intra-op CPU threads per executor (torch, OpenMP, BLAS); "
+                                                    "executors of one node share its cores, so 1 unless a job "
+                                                    "has the node to itself (services/executor/threads.py)")
 
 
 class FederationGroup(BaseModel):

@@ -42,8 +42,10 @@ TASK_EVENTS = TopicSpec("ferry.task-events", "task_id (flow_id for flow changes)
                         ("monitor",), ("scheduler", "upstream"))
 TASK_STATE = TopicSpec("ferry.task-state", "task_id", "monitor snapshot", ("monitor",), ("monitor",),
                        compacted=True)
-ROUNDS = TopicSpec("ferry.rounds", "task_id", "RoundMessage", ("executor",), ("executor",),
-                   retention_ms=24 * 3600 * 1000)
+# Partitions are placed explicitly per step and party (services/executor/round_layout.py):
+# 2 per party, so 64 keeps every stream of a step up to 32 parties on its own partition.
+ROUNDS = TopicSpec("ferry.rounds", "task_id (partition: recipient's inbox / sender's outbox)", "RoundMessage",
+                   ("executor",), ("executor",), partitions=64, retention_ms=24 * 3600 * 1000)
 DEAD_LETTERS = TopicSpec("ferry.dead-letters", "original key", "DeadLetter",
                          ("splitter", "scheduler", "monitor", "executor"), ("operators",),
                          partitions=1, retention_ms=30 * 24 * 3600 * 1000)

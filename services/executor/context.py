@@ -60,6 +60,11 @@ class ExecutorContext:
     async def report(self, *, round: int = 0, total_rounds: int = 0, stage: str = "",
                      metrics: Mapping[str, float] | None = None) -> None:
         t = self.task
+        traffic = getattr(self.bus, "traffic", None)  # a MeteredBus: what this executor moved so far
+        if traffic is not None and round:
+            self.log.info("executor.traffic", round=round, stage=stage,
+                          rounds_produced_bytes=traffic.produced[topics.ROUNDS.name],
+                          rounds_fetched_bytes=traffic.fetched[topics.ROUNDS.name])
         await self.publisher.publish(topics.PROGRESS.name, t.task_id, ExecutorProgress(
             algo_task_id=t.algo_task_id, task_id=t.task_id, flow_id=t.flow_id, attempt=t.attempt,
             round=round, total_rounds=total_rounds, stage=stage, metrics=dict(metrics or {})))

@@ -9,6 +9,7 @@ exit codes follow shared.errors (0 done, 2 configuration, 3 data, 75 transient).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 from typing import Any, Callable
@@ -20,8 +21,10 @@ from services.executor.artifacts import ArtifactStore
 from services.executor.checkpoints import FileCheckpointStore
 from services.executor.context import ExecutorContext
 from services.executor.federation.identity import Trust, ensure_dev_keys, load_trust
+from services.executor.threads import HOW_TO_CHANGE, apply_torch_threads
 from shared import topics
 from shared.algorithms import AlgorithmRegistry, load_role
+from shared.bus.metered import MeteredBus
 from shared.bus.port import Bus
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigurationError, DataError, FerryError, Suspended
@@ -72,6 +75,7 @@ async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio
     trust: this party's identity and the federation's keys, or a loader of them (called inside,
     so that a bad key file fails the task with its reason like any configuration error).
     """
+    bus = MeteredBus(bus)  # each round report logs the bytes this executor produced and fetched
     publisher = EventPublisher(bus, f"executor/{spec.algo_task_id}", clock)
     beats = asyncio.create_task(liveness.heartbeat(
         EventPublisher(bus, f"executor/{spec.algo_task_id}/heartbeat", clock), spec, heartbeat_s, clock, lease))
@@ -110,7 +114,8 @@ async def _run_role(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asynci
             peers=None, clock=clock, log=log, publisher=publisher, stop=stop,
             data_opener=_data_opener(dirs.get("data"), spec), bus=bus, trust=trust,
             max_incomplete_payloads=max_incomplete_payloads)
-        log.info("executor.started")
+        log.info("executor.started", torch_threads=int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+                 threads_hint=HOW_TO_CHANGE)
         await ctx.report(stage="started")
         result = await role.run(ctx)
         await ctx.report(stage="finished", metrics=result.metrics)
@@ -141,6 +146,7 @@ def main() -> int:
 
     settings = FerrySettings()
     configure_logging(settings.log.level, settings.log.json_output)
+    apply_torch_threads(settings.executor.torch_threads)
     text = os.environ.get("FERRY_TASK_SPEC")
     if not text:
         structlog.get_logger().error("executor.no_task", reason="FERRY_TASK_SPEC is not set")

@@ -1,11 +1,14 @@
 """Round messages between the executors of one training step, over the bus.
 
-Every message of a step travels on ferry.rounds with key = task id, so the
-step's conversation is ordered and lives in one partition; each executor
-tails only that partition. Messages larger than one record are split into
-chunks (one record each) carrying payload id, index, count and the SHA-256 of
-the whole, and are reassembled and verified before anyone sees them. The same
-path serves plain and secure training, and any model size.
+Every message of a step travels on ferry.rounds with key = task id, placed by
+services/executor/round_layout.py: an addressed message in its recipient's
+inbox partition, a message to everyone in its sender's outbox. Each executor
+tails its inbox and the other parties' outboxes, so it fetches what is meant
+for it and not the other parties' traffic. Messages larger than one record
+are split into chunks (one record each, sized from the bus's max_record_bytes)
+carrying payload id, index, count and the SHA-256 of the whole, and are
+reassembled and verified before anyone sees them. The same path serves plain
+and secure training, and any model size.
 
 Every message is signed by its sender's pinned identity before it is chunked
 and verified after it is reassembled (services/executor/federation/signing.py);
@@ -27,6 +30,7 @@ import structlog
 
 from services.executor.federation.identity import Trust
 from services.executor.federation.signing import RejectedMessage, Verifier, sign_message
+from services.executor.round_layout import RoundLayout
 from shared import topics
 from shared.bus.port import Bus, Consumer
 from shared.errors import ConfigurationError, MalformedMessage
@@ -35,7 +39,13 @@ from shared.messaging import EventPublisher
 from shared.metrics import ROUND_MESSAGES_REJECTED
 from shared.wire import codec
 
-DEFAULT_CHUNK_BYTES = 900_000  # below Kafka's 1 MiB default with room for the envelope
+# Room left in a record for the chunk's header fields and the envelope around it (ids,
+# producer, sequence): a few hundred bytes in practice, kept generous for long ids.
+ENVELOPE_ALLOWANCE_BYTES = 16_384
+
+
+def chunk_bytes_for(bus: Bus) -> int:
+    return bus.max_record_bytes - ENVELOPE_ALLOWANCE_BYTES
 
 
 def to_tensors(arrays: Mapping[str, np.ndarray]) -> tuple[Tensor, ...]:
@@ -114,13 +124,14 @@ class RoundChannel:
     """One executor's end of its step's conversation."""
 
     def __init__(self, bus: Bus, task: AlgorithmTaskSpec, publisher: EventPublisher,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, *, trust: Trust | None = None, log=None,
+                 chunk_bytes: int | None = None, *, trust: Trust | None = None, log=None,
                  max_incomplete: int = 8):
         self._bus = bus
         self._task = task
         self._publisher = publisher
-        self._chunk_bytes = chunk_bytes
+        self._chunk_bytes = chunk_bytes  # None: from the bus, when sending (a message factory needs no bus)
         self._consumer: Consumer | None = None
+        self._layout: RoundLayout | None = None
         self._reassembler = Reassembler(max_incomplete)
         self._ready: list[RoundMessage] = []
         self._trust = trust
@@ -134,12 +145,19 @@ class RoundChannel:
         return cls(ctx.bus, ctx.task, ctx.publisher, trust=getattr(ctx, "trust", None), log=ctx.log,
                    max_incomplete=getattr(ctx, "max_incomplete_payloads", 8), **kwargs)
 
+    @property
+    def chunk_bytes(self) -> int:
+        return self._chunk_bytes or chunk_bytes_for(self._bus)
+
     async def open(self) -> "RoundChannel":
         if self._trust is None:
             raise ConfigurationError("round messages need this party's identity: set FERRY_FEDERATION__"
                                      "IDENTITY_KEY_FILE and FERRY_FEDERATION__KEY_REGISTRY (see docs/keys.md)")
-        self._trust.check_peers([p.party for p in self._task.peers] + [self._task.party])
-        self._consumer = await self._bus.tail(topics.ROUNDS.name, self._task.task_id.encode())
+        t = self._task
+        self._trust.check_peers([p.party for p in t.peers] + [t.party])
+        partitions = await self._bus.partition_count(topics.ROUNDS.name)
+        self._layout = RoundLayout.of(t.task_id, [p.party for p in t.peers] + [t.party], partitions)
+        self._consumer = await self._bus.tail_partitions(topics.ROUNDS.name, self._layout.listens(t.party))
         return self
 
     async def close(self) -> None:
@@ -170,9 +188,10 @@ class RoundChannel:
         self._warn_insecure(message.round)
         if self._trust is not None:
             message = sign_message(message, self._trust.identity)
-        chunks = split(message, self._chunk_bytes)
+        partition = self._layout.destination(message.sender, message.recipient)
+        chunks = split(message, self.chunk_bytes)
         key = self._task.task_id
-        await self._publisher.publish_many([(topics.ROUNDS.name, key, c) for c in chunks])
+        await self._publisher.publish_to_partitions([(topics.ROUNDS.name, partition, key, c) for c in chunks])
 
     def _mine(self, m: RoundMessage) -> bool:
         return (m.task_id == self._task.task_id and m.sender != self._task.party

@@ -185,6 +185,7 @@ class SchedulerService:
 
 
 def build(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
+    from services.executor.threads import thread_env
     from services.scheduler.adapters.launchers import LocalProcessLauncher
     from services.scheduler.adapters.leases import LeasingLauncher
 
@@ -193,9 +194,15 @@ def build(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
     base_env = {k: v for k, v in os.environ.items() if k.startswith("FERRY_") and k != "FERRY_TASK_SPEC"}
     base_env["FERRY_KAFKA__BOOTSTRAP"] = settings.kafka.bootstrap
     base_env["FERRY_BUS__KIND"] = "kafka"
-    base_env.setdefault("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))  # executors share the node
+    base_env |= thread_env(settings.executor.torch_threads)  # executors share the node's cores
     work_dir = Path(settings.scheduler.work_dir)
-    launcher = LeasingLauncher(LocalProcessLauncher(work_dir, base_env), work_dir, settings.scheduler.adopt_poll_s)
+    zygote = None
+    if settings.scheduler.zygote:
+        from services.scheduler.adapters.zygote import Zygote
+
+        zygote = Zygote(env=base_env)
+    launcher = LeasingLauncher(LocalProcessLauncher(work_dir, base_env, zygote), work_dir,
+                               settings.scheduler.adopt_poll_s)
     return SchedulerService(bus, clock, _gated(settings, clock, lambda observe: SupervisedRunner(
         launcher, observe, clock)), settings.retry.policy())
 

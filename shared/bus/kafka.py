@@ -28,10 +28,11 @@ from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 from aiokafka.errors import (ClusterAuthorizationFailedError, CommitFailedError, GroupAuthorizationFailedError,
-                             IllegalStateError, KafkaError, TopicAuthorizationFailedError)
+                             IllegalStateError, KafkaError, MessageSizeTooLargeError,
+                             TopicAuthorizationFailedError)
 
-from shared.bus.port import OnAssign, Record, TopicPartition
-from shared.errors import ConfigurationError, TransientError
+from shared.bus.port import RECORD_OVERHEAD_BYTES, OnAssign, Record, TopicPartition, check_record_size
+from shared.errors import ConfigurationError, RecordTooLarge, TransientError
 from shared.topics import TopicSpec
 
 
@@ -115,6 +116,7 @@ class KafkaBus:
     def __init__(self, settings: KafkaSettings):
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
+        self.max_record_bytes = settings.max_request_bytes - RECORD_OVERHEAD_BYTES
 
     async def start(self) -> None:
         s = self._settings
@@ -168,16 +170,36 @@ class KafkaBus:
         return self._producer
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        await self._require_producer().send_and_wait(topic, value, key=key)
+        await self.send_to_partitions([(topic, None, key, value)])
 
     async def send_batch(self, items: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+        await self.send_to_partitions([(topic, None, key, value) for topic, key, value in items])
+
+    async def send_to_partitions(self, items: Sequence[tuple[str, int | None, bytes | None, bytes]]) -> None:
         producer = self._require_producer()
-        acks = [await producer.send(topic, value, key=key) for topic, key, value in items]
-        await asyncio.gather(*acks)
+        for topic, _, key, value in items:  # refuse before anything of the batch is sent
+            check_record_size(topic, key, value, self.max_record_bytes)
+        try:
+            acks = [await producer.send(topic, value, key=key, partition=partition)
+                    for topic, partition, key, value in items]
+            await asyncio.gather(*acks)
+        except MessageSizeTooLargeError as exc:  # the broker's message.max.bytes is below ours
+            raise RecordTooLarge(f"the broker refused a record as too large ({exc}); its message.max.bytes "
+                                 f"is below max_request_bytes={self._settings.max_request_bytes}") from exc
+
+    async def partition_count(self, topic: str) -> int:
+        producer = self._require_producer()
+        partitions = await producer.partitions_for(topic)
+        return len(partitions)
 
     async def tail(self, topic: str, key: bytes) -> "KafkaConsumer":
         consumer = KafkaConsumer(self._settings, (), None, f"{self._settings.client_id}-tail")
         await consumer.start_tail(topic, key)
+        return consumer
+
+    async def tail_partitions(self, topic: str, partitions: Sequence[int]) -> "KafkaConsumer":
+        consumer = KafkaConsumer(self._settings, (), None, f"{self._settings.client_id}-tail")
+        await consumer.start_tail_partitions(topic, partitions)
         return consumer
 
     async def read_all(self, topic: str) -> list[Record]:
@@ -256,10 +278,18 @@ class KafkaConsumer:
             await self._consumer._client.force_metadata_update()
             partitions = self._consumer.partitions_for_topic(topic) or {0}
         # The producer's DefaultPartitioner: murmur2 of the key over all partitions.
-        tp = KafkaTopicPartition(topic, (murmur2(key) & 0x7FFFFFFF) % len(partitions))
-        self._consumer.assign([tp])
-        await self._consumer.seek_to_end(tp)
-        await self._consumer.position(tp)  # resolve "end" now, before anything is sent
+        await self._assign_at_end(topic, [(murmur2(key) & 0x7FFFFFFF) % len(partitions)])
+
+    async def start_tail_partitions(self, topic: str, partitions: Sequence[int]) -> None:
+        await self._consumer.start()
+        await self._assign_at_end(topic, partitions)
+
+    async def _assign_at_end(self, topic: str, partitions: Sequence[int]) -> None:
+        tps = [KafkaTopicPartition(topic, p) for p in sorted(set(partitions))]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_end(*tps)
+        for tp in tps:
+            await self._consumer.position(tp)  # resolve "end" now, before anything is sent
 
     async def stop(self) -> None:
         await self._consumer.stop()

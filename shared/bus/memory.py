@@ -12,7 +12,7 @@ import time
 import zlib
 from typing import Mapping, Sequence
 
-from shared.bus.port import OnAssign, Record, TopicPartition
+from shared.bus.port import DEFAULT_MAX_RECORD_BYTES, OnAssign, Record, TopicPartition, check_record_size
 from shared.topics import TopicSpec
 
 DEFAULT_PARTITIONS = 3
@@ -36,8 +36,10 @@ class _Group:
 
 
 class InMemoryBus:
-    def __init__(self, default_partitions: int = DEFAULT_PARTITIONS):
+    def __init__(self, default_partitions: int = DEFAULT_PARTITIONS,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
         self._default_partitions = default_partitions
+        self.max_record_bytes = max_record_bytes
         self._logs: dict[str, list[list[Record]]] = {}
         self._groups: dict[str, _Group] = {}
         self._arrived = asyncio.Condition()
@@ -64,9 +66,12 @@ class InMemoryBus:
         return [TopicPartition(t, p) for t in topics if t in self._logs
                 for p in range(len(self._logs[t]))]
 
-    def _append(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def _append(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
         log = self._logs.get(topic) or self._create(topic, self._default_partitions)
-        partition = self.partition_for(topic, key) if key is not None else len(log[0]) % len(log)
+        if partition is None:
+            partition = self.partition_for(topic, key) if key is not None else len(log[0]) % len(log)
+        elif not 0 <= partition < len(log):
+            raise ValueError(f"topic {topic} has {len(log)} partitions, not {partition + 1}")
         part = log[partition]
         part.append(Record(topic, partition, len(part), key, value, time.time_ns() // 1_000_000))
 
@@ -75,17 +80,26 @@ class InMemoryBus:
         return zlib.crc32(key) % len(log)
 
     async def tail(self, topic: str, key: bytes) -> "_TailConsumer":
-        tp = TopicPartition(topic, self.partition_for(topic, key))
-        return _TailConsumer(self, tp, len(self._logs[topic][tp.partition]))
+        return await self.tail_partitions(topic, [self.partition_for(topic, key)])
+
+    async def tail_partitions(self, topic: str, partitions: Sequence[int]) -> "_TailConsumer":
+        log = self._logs.get(topic) or self._create(topic, self._default_partitions)
+        return _TailConsumer(self, {TopicPartition(topic, p): len(log[p]) for p in sorted(set(partitions))})
+
+    async def partition_count(self, topic: str) -> int:
+        return len(self._logs.get(topic) or self._create(topic, self._default_partitions))
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self._append(topic, key, value)
-        async with self._arrived:
-            self._arrived.notify_all()
+        await self.send_batch([(topic, key, value)])
 
     async def send_batch(self, items: Sequence[tuple[str, bytes | None, bytes]]) -> None:
-        for topic, key, value in items:
-            self._append(topic, key, value)
+        await self.send_to_partitions([(topic, None, key, value) for topic, key, value in items])
+
+    async def send_to_partitions(self, items: Sequence[tuple[str, int | None, bytes | None, bytes]]) -> None:
+        for topic, _, key, value in items:  # all or nothing, as a refused Kafka batch
+            check_record_size(topic, key, value, self.max_record_bytes)
+        for topic, partition, key, value in items:
+            self._append(topic, key, value, partition)
         async with self._arrived:
             self._arrived.notify_all()
 
@@ -166,10 +180,9 @@ class InMemoryConsumer:
 
 
 class _TailConsumer:
-    def __init__(self, bus: InMemoryBus, tp: TopicPartition, position: int):
+    def __init__(self, bus: InMemoryBus, positions: dict[TopicPartition, int]):
         self._bus = bus
-        self._tp = tp
-        self._position = position
+        self._positions = positions
 
     async def start(self) -> None:
         pass
@@ -178,13 +191,16 @@ class _TailConsumer:
         pass
 
     def assignment(self) -> frozenset[TopicPartition]:
-        return frozenset({self._tp})
+        return frozenset(self._positions)
 
     def _take(self, max_records: int) -> list[Record]:
-        part = self._bus._logs[self._tp.topic][self._tp.partition]
-        batch = part[self._position:self._position + max_records]
-        self._position += len(batch)
-        return batch
+        out: list[Record] = []
+        for tp, position in self._positions.items():
+            part = self._bus._logs[tp.topic][tp.partition]
+            batch = part[position:position + max_records - len(out)]
+            self._positions[tp] = position + len(batch)
+            out.extend(batch)
+        return out
 
     async def poll(self, timeout_s: float, max_records: int = 500) -> list[Record]:
         loop = asyncio.get_running_loop()

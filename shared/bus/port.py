@@ -6,7 +6,12 @@ against the in-process bus and a real Kafka broker):
 - consumers of one group share the partitions, each record goes to one member;
 - different groups each see every record;
 - a consumer resumes from its group's committed offsets, so a record handled
-  but not committed is delivered again after a restart (at-least-once).
+  but not committed is delivered again after a restart (at-least-once);
+- a record whose key and value together exceed `max_record_bytes` is refused
+  with RecordTooLarge before anything is sent (Kafka's limit is per request:
+  the producer's max.request.size and the broker's message.max.bytes; the
+  in-process bus enforces the same number, so a payload that fits in tests
+  fits on a real broker).
 """
 
 from __future__ import annotations
@@ -14,7 +19,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 
+from shared.errors import RecordTooLarge
 from shared.topics import TopicSpec
+
+KAFKA_MAX_REQUEST_BYTES = 1_048_576   # Kafka's default max.request.size / ~message.max.bytes
+# What a one-record batch adds to key + value on the wire: batch header (61 bytes) and the
+# record's own varint framing (at most ~21 bytes), rounded up.
+RECORD_OVERHEAD_BYTES = 128
+DEFAULT_MAX_RECORD_BYTES = KAFKA_MAX_REQUEST_BYTES - RECORD_OVERHEAD_BYTES
+
+
+def check_record_size(topic: str, key: bytes | None, value: bytes, limit: int) -> None:
+    size = len(key or b"") + len(value)
+    if size > limit:
+        raise RecordTooLarge(f"record for topic {topic}: key + value = {size} bytes, over the bus's "
+                             f"max_record_bytes={limit}; split the payload (RoundChannel chunks it) or "
+                             f"raise the producer's max_request_bytes and the broker's message.max.bytes together")
 
 
 @dataclass(frozen=True, order=True)
@@ -57,6 +77,8 @@ class Consumer(Protocol):
 
 
 class Bus(Protocol):
+    max_record_bytes: int
+
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 
@@ -68,6 +90,18 @@ class Bus(Protocol):
 
     async def send_batch(self, items: Sequence[tuple[str, bytes | None, bytes]]) -> None:
         """Like send for each item, in order, waiting once for all acknowledgements."""
+
+    async def send_to_partitions(self, items: Sequence[tuple[str, int, bytes | None, bytes]]) -> None:
+        """Like send_batch, but each (topic, partition, key, value) lands in the partition it names.
+
+        For explicit placement (a round's per-recipient inboxes): order holds per partition.
+        """
+
+    async def partition_count(self, topic: str) -> int:
+        """How many partitions the topic has (it must exist)."""
+
+    async def tail_partitions(self, topic: str, partitions: Sequence[int]) -> Consumer:
+        """A started, group-less consumer of exactly these partitions, positioned at their ends."""
 
     def consumer(self, topics: Sequence[str], group_id: str, *, client_id: str = "",
                  on_assign: OnAssign | None = None) -> Consumer:

@@ -9,8 +9,9 @@ import pytest
 
 from shared import topics
 from shared.bus.memory import InMemoryBus
-from shared.bus.port import next_offsets
+from shared.bus.port import DEFAULT_MAX_RECORD_BYTES, TopicPartition, next_offsets
 from shared.clock import SystemClock
+from shared.errors import RecordTooLarge
 from shared.events import FlowRejected
 from shared.messaging import DeadLetters, EventPublisher, consume
 from shared.topics import TopicSpec
@@ -187,3 +188,28 @@ def test_sequences_run_per_topic_so_streams_read_at_different_speeds_never_look_
     seen = [publisher.wrap("ferry.observations", "t1", FlowRejected("f", ())) for _ in range(2)]
     assert [e.sequence for e in jobs] == [e.sequence for e in seen] == [1, 2]
     assert jobs[0].producer != seen[0].producer
+
+
+async def test_explicit_partitions_are_kept_and_tailed_exactly(bus):
+    topic = await _topic(bus, partitions=4)
+    assert await bus.partition_count(topic) == 4
+    await bus.send_to_partitions([(topic, 1, b"k", b"before")])
+    tail = await bus.tail_partitions(topic, [1, 3])
+    await bus.send_to_partitions([(topic, p, b"k", f"p{p}-{i}".encode()) for i in range(3) for p in range(4)])
+    [records] = await _drain([tail], 6)
+    await tail.stop()
+    assert {r.partition for r in records} == {1, 3}          # nothing from partitions 0 and 2, nor from before
+    assert [r.value for r in records if r.partition == 3] == [b"p3-0", b"p3-1", b"p3-2"]
+    assert tail.assignment() == frozenset({TopicPartition(topic, 1), TopicPartition(topic, 3)})
+
+
+async def test_a_record_over_the_size_limit_is_refused_and_one_at_the_limit_goes_through(bus):
+    topic = await _topic(bus, partitions=1)
+    limit = bus.max_record_bytes
+    assert limit == DEFAULT_MAX_RECORD_BYTES  # the same number on every bus, derived from Kafka's default
+    key = b"k"
+    with pytest.raises(RecordTooLarge, match="max_record_bytes"):
+        await bus.send_batch([(topic, key, b"small"), (topic, key, b"x" * (limit - len(key) + 1))])
+    await bus.send(topic, key, b"y" * (limit - len(key)))
+    records = await bus.read_all(topic)
+    assert [len(r.value) for r in records] == [limit - len(key)]  # the refused batch left nothing behind

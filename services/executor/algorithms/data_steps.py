@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.executor.algorithms.federated import TrainingFailed, _aggregator, _clients
+from services.executor.algorithms.step_peers import TrainingFailed
+from services.executor.algorithms.step_peers import aggregator_of as _aggregator
+from services.executor.algorithms.step_peers import clients_of as _clients
 from services.executor.algorithms.party_data import STANDARDISATION, load_party_arrays
 from services.executor.data.stats import Moments, merge_moments, moments_of
 from services.executor.transport import RoundChannel, from_tensors

@@ -24,10 +24,12 @@ import uuid
 import numpy as np
 
 from services.executor.algorithms.party_data import load_party_arrays
+from services.executor.algorithms.step_peers import TrainingFailed, aggregator_of, clients_of
 from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_outcome, sample_clients, weighted_mean
 from services.executor.federation.transcript import (AnnounceGate, RoundSetup, SetupRejected, check_setup,
                                                      setup_for)
 from services.executor.federation.updates import UpdateRejected, check_secure_sum, check_update, clip_update
+from services.executor.ml.compression import compress, decompress
 from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
 from services.executor.ml.strategies import make_strategy, state_from_arrays, state_to_arrays
 from services.executor.ml.training import TrainConfig, evaluate, train_local
@@ -42,18 +44,7 @@ from shared.metrics import ROUND_SECONDS
 REJOIN_AFTER_S = 5.0
 
 
-class TrainingFailed(FerryError):
-    """Too few clients, or clients that disagree on the data's shape."""
-
-    exit_code = 4
-
-
-def _clients(ctx) -> list[str]:
-    return sorted(p.party for p in ctx.task.peers if p.role == "client")
-
-
-def _aggregator(ctx) -> str:
-    return next(p.party for p in ctx.task.peers if p.role == "aggregator")
+_clients, _aggregator = clients_of, aggregator_of
 
 
 def _prefixed(prefix: str, arrays) -> dict[str, np.ndarray]:
@@ -187,7 +178,8 @@ class _Aggregation:
                     self.channel.reject(message, "second_update", f"{message.sender} already answered round {r}")
                     continue
                 try:  # authenticated is not honest: a client's own numbers must be in the declared bounds
-                    weights = check_update(message, global_w, self.joined.get(message.sender, {}), p)
+                    weights = check_update(message, global_w, self.joined.get(message.sender, {}), p,
+                                           weights=self._weights_of(message, global_w))
                 except UpdateRejected as exc:
                     self.channel.reject(message, exc.reason, str(exc))
                     await ctx.report(round=r, total_rounds=int(p["rounds"]), stage=f"rejected update: {exc}"[:300])
@@ -203,6 +195,21 @@ class _Aggregation:
                                  f"round_timeout_s={p['round_timeout_s']}; min_clients={p['min_clients']}")
         ordered = [answers[c] for c in sorted(answers)]  # fixed order: aggregation is bit-reproducible
         return [(w, n) for w, n, _ in ordered], [(loss, n) for _, n, loss in ordered]
+
+    def _weights_of(self, update, global_w) -> dict[str, np.ndarray]:
+        """A client's model: sent whole, or as a compressed delta from the round's global model.
+
+        An update that does not decode is refused like any out-of-range one: that client counts
+        as not having answered, as a dropout would."""
+        try:
+            arrays = from_tensors(update.tensors)
+            if not update.body:
+                return arrays
+            method = json.loads(update.body)["compression"]
+            delta = decompress(arrays, method, {k: v.shape for k, v in global_w.items()})
+            return {k: (global_w[k] + delta[k]).astype(global_w[k].dtype, copy=False) for k in global_w}
+        except (KeyError, ValueError, TypeError, MalformedMessage) as exc:
+            raise UpdateRejected("undecodable", f"{update.sender} in round {update.round}: {exc}") from exc
 
     async def _secure_round(self, r: int, global_w, shape, state):
         p = self.p
@@ -303,9 +310,10 @@ class TrainingClient:
                 if secure is not None:  # the update leaves this party only masked
                     await secure.start(message, setup, weights, global_w, result.num_examples, result.loss)
                 else:
+                    arrays, body = self._encoded(p, weights, global_w, seed, message.round)
                     await channel.send(channel.message(RoundKind.UPDATE, message.round, recipient=message.sender,
-                                                       arrays=weights, num_examples=result.num_examples,
-                                                       metrics={"loss": result.loss}))
+                                                       arrays=arrays, num_examples=result.num_examples,
+                                                       metrics={"loss": result.loss}, body=body))
                 ROUND_SECONDS.labels("client").observe(ctx.clock.monotonic() - started)
                 ctx.checkpoints.save(result.weights, {"round": message.round})
                 await ctx.report(round=message.round, total_rounds=int(p["rounds"]), stage="training",
@@ -338,6 +346,17 @@ class TrainingClient:
                              stage=f"refused ANNOUNCE from {message.sender}: {exc}"[:300])
             return None
         return setup
+    def _encoded(self, p, weights, global_w, seed: int, round: int) -> tuple[dict[str, np.ndarray], bytes]:
+        """The update as sent: the model itself, or its delta compressed (with error feedback for topk,
+        kept in memory: a restarted client starts a fresh residual)."""
+        method = str(p.get("compression") or "none")
+        if method == "none":
+            return weights, b""
+        delta = {k: np.asarray(weights[k], np.float32) - np.asarray(global_w[k], np.float32) for k in global_w}
+        arrays, self._residual = compress(delta, method, rng=np.random.default_rng([seed, round]),
+                                          residual=getattr(self, "_residual", None),
+                                          fraction=float(p.get("topk_fraction") or 0.01))
+        return arrays, json.dumps({"compression": method}).encode()
 
     async def _final(self, ctx, channel: RoundChannel, data, message) -> RoleResult:
         p = ctx.params

@@ -52,15 +52,18 @@ def clip_update(local_w: Mapping[str, np.ndarray], global_w: Mapping[str, np.nda
 
 
 def check_update(message: RoundMessage, global_w: Mapping[str, np.ndarray], joined: Mapping[str, float],
-                 params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The update's weights, or UpdateRejected naming what is out of range."""
+                 params: Mapping[str, Any], weights: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The update's weights (`weights` when the caller already decoded them, e.g. from a compressed
+    delta), or UpdateRejected naming what is out of range."""
     from services.executor.transport import from_tensors
 
     who = f"{message.sender} in round {message.round}"
-    try:
-        weights = from_tensors(message.tensors)
-    except MalformedMessage as exc:
-        raise UpdateRejected("malformed", f"{who}: {exc}") from exc
+    if weights is None:
+        try:
+            weights = from_tensors(message.tensors)
+        except MalformedMessage as exc:
+            raise UpdateRejected("malformed", f"{who}: {exc}") from exc
+    weights = dict(weights)
     if set(weights) != set(global_w) or any(np.shape(weights[k]) != np.shape(g) for k, g in global_w.items()):
         raise UpdateRejected("wrong_shape", f"{who}: tensors {sorted(weights)} do not match the global model")
     if not all(np.all(np.isfinite(w)) for w in weights.values()):

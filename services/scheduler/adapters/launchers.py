@@ -15,10 +15,13 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from shared.events import AlgorithmTaskSpec
 from shared.wire.codec import spec_to_text
+
+if TYPE_CHECKING:
+    from services.scheduler.adapters.zygote import Zygote
 
 
 def failure_summary(log_text: str) -> str:
@@ -77,9 +80,14 @@ class _ProcessHandle:
 class LocalProcessLauncher:
     name = "local"
 
-    def __init__(self, work_dir: Path, base_env: dict[str, str]):
+    def __init__(self, work_dir: Path, base_env: dict[str, str], zygote: "Zygote | None" = None):
         self._work_dir = work_dir
         self._base_env = base_env
+        self._zygote = zygote  # fork executors from a pre-imported interpreter (adapters/zygote.py)
+
+    async def close(self) -> None:
+        if self._zygote is not None:
+            await self._zygote.close()
 
     async def launch(self, spec: AlgorithmTaskSpec, name: str,
                      extra_env: dict[str, str] | None = None) -> _ProcessHandle:
@@ -93,6 +101,8 @@ class LocalProcessLauncher:
                "FERRY_EXECUTOR__CHECKPOINT_DIR": str(dirs["checkpoints"]),
                "FERRY_EXECUTOR__ARTIFACTS_DIR": str(dirs["artifacts"]), **(extra_env or {})}
         log_path = log_dir / f"{name}.log"
+        if self._zygote is not None:
+            return _ProcessHandle(await self._zygote.spawn(env, log_path), log_path)
         with open(log_path, "ab") as log_file:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "services.executor", env=env, stdin=asyncio.subprocess.DEVNULL,

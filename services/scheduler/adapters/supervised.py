@@ -191,3 +191,5 @@ class SupervisedRunner:
             return
         for run in list(self._running.values()):
             await self._stop(run.spec, "suspend")
+        if (close_launcher := getattr(self._launcher, "close", None)) is not None:
+            await close_launcher()
