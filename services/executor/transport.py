@@ -37,6 +37,10 @@ def to_tensors(arrays: Mapping[str, np.ndarray]) -> tuple[Tensor, ...]:
     return tuple(out)
 
 
+def payload_bytes(message: RoundMessage) -> int:
+    return sum(len(t.data) for t in message.tensors) + len(message.body)
+
+
 def from_tensors(tensors: tuple[Tensor, ...]) -> dict[str, np.ndarray]:
     out = {}
     for t in tensors:
@@ -97,6 +101,9 @@ class RoundChannel:
         self._consumer: Consumer | None = None
         self._reassembler = Reassembler()
         self._ready: list[RoundMessage] = []
+        # Payload bytes (tensor data and body) of whole messages, for the per-round history.
+        self.bytes_sent = 0
+        self.bytes_received = 0
 
     async def open(self) -> "RoundChannel":
         self._consumer = await self._bus.tail(topics.ROUNDS.name, self._task.task_id.encode())
@@ -114,6 +121,7 @@ class RoundChannel:
                             num_examples=num_examples, metrics=dict(metrics or {}), body=body)
 
     async def send(self, message: RoundMessage) -> None:
+        self.bytes_sent += payload_bytes(message)
         chunks = split(message, self._chunk_bytes)
         key = self._task.task_id
         await self._publisher.publish_many([(topics.ROUNDS.name, key, c) for c in chunks])
@@ -139,5 +147,6 @@ class RoundChannel:
                 except MalformedMessage:
                     continue  # not ours to judge: the sender's consumers dead-letter it
                 if whole is not None:
+                    self.bytes_received += payload_bytes(whole)
                     self._ready.append(whole)
         return self._ready.pop(0)
