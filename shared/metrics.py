@@ -13,3 +13,4 @@ TRANSITIONS = Counter("ferry_state_transitions_total", "Applied state transition
 ANOMALIES = Counter("ferry_state_anomalies_total", "Events recorded but not applied", ["kind"])
 RUNNING_TASKS = Gauge("ferry_running_algorithm_tasks", "Algorithm tasks running on this runner", ["runner"])
 ROUND_SECONDS = Histogram("ferry_round_seconds", "Wall time of one training round", ["role"])
+DASHBOARD_STREAMS = Gauge("ferry_dashboard_streams", "Open live-dashboard event streams on this monitor")

@@ -54,12 +54,15 @@ class LivePlatform:
     def call(self, coro, timeout_s: float = 60):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         if self.platform is not None:  # end the open event streams, as the monitor does when it stops
             self._loop.call_soon_threadsafe(self.platform.monitor.hub.close)
         self._loop.call_soon_threadsafe(self._stop.set)
         try:
-            self._main.result(timeout=60)
+            self._main.result(timeout=300)
+        except TimeoutError:
+            if exc_type is None:  # else the test's own failure is the news, not the slow shutdown
+                raise
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)

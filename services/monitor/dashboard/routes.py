@@ -24,6 +24,7 @@ from services.monitor.core.state import MonitorState
 from services.monitor.dashboard.hub import ChangeHub
 from services.monitor.dashboard.views import flow_detail, flow_summaries, new_rounds
 from shared.devtools.vendor_js import script_names
+from shared.metrics import DASHBOARD_STREAMS
 
 STATIC = Path(__file__).resolve().parent / "static"
 KEEPALIVE_S = 15.0
@@ -67,6 +68,14 @@ def build_dashboard_router(state: Callable[[], MonitorState], hub: ChangeHub) ->
 
         async def stream():
             sent: dict[str, dict] = {}
+            DASHBOARD_STREAMS.inc()
+            try:
+                async for chunk in _run(sent):
+                    yield chunk
+            finally:
+                DASHBOARD_STREAMS.dec()
+
+        async def _run(sent: dict):
             with subscription:
                 current = state()
                 yield _event("flows", flow_summaries(current))
