@@ -102,8 +102,10 @@ def test_dashboard_shows_a_live_flow_and_drives_it(tmp_path):
             assert status == 202, text
             _until(driver, "return document.getElementById('flow-status').dataset.status === 'SUSPENDED'",
                    "the flow to show SUSPENDED", SLOW)
-            train_parties = [p for p in driver.execute_script(_PARTY_STATUSES) if p[1] == "SUSPENDED"]
-            assert len(train_parties) == 4 and all(colour == ORANGE for *_, colour in train_parties)
+            # The training parties and the not yet started evaluate step all hold, in orange.
+            held = [p for p in driver.execute_script(_PARTY_STATUSES) if p[1] != "SUCCEEDED"]
+            assert len(held) == 4 + 3 and all(status == "SUSPENDED" and colour == ORANGE
+                                              for _, status, _, colour in held), held
             suspended_at = driver.execute_script(_POINTS, train)
             driver.save_screenshot(str(shots / "2-suspended.png"))
 
