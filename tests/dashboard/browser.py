@@ -33,8 +33,8 @@ def chromium(width: int = 1400, height: int = 2000):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
-    driver.set_script_timeout(30)
+    driver.set_page_load_timeout(120)  # generous: shared CI machines can be starved of CPU
+    driver.set_script_timeout(120)
     return driver
 
 

@@ -60,6 +60,11 @@
     ui.charts = new Map();
     $("#charts").innerHTML = "";
     ui.graphKey = "";
+    if (ui.cy) { ui.cy.destroy(); ui.cy = null; }  // nothing of the previous flow may linger
+    for (const sel of ["#members tbody", "#history tbody"]) $(sel).innerHTML = "";
+    for (const sel of ["#flow-title", "#flow-reason", "#flow-age"]) $(sel).textContent = "";
+    delete $("#flow-age").dataset.since;
+    $("#flow-status").outerHTML = `<span id="flow-status" class="badge"></span>`;
     $("#detail").hidden = !ui.flowId;
     $("#action-result").textContent = "";
     const url = "/dashboard/events" + (ui.flowId ? "?flow=" + encodeURIComponent(ui.flowId) : "");
@@ -147,6 +152,7 @@
     const key = [...nodes.map((n) => n.data.id), ...edges.map((e) => e.data.id)].join("|");
     if (ui.cy && key === ui.graphKey) {  // same shape: recolour and relabel, keep the layout
       ui.cy.batch(() => { for (const n of nodes) ui.cy.getElementById(n.data.id).data(n.data); });
+      ui.cy.fit(undefined, 16);  // labels grow (round r/R, longer statuses): keep them in view
       return;
     }
     ui.graphKey = key;
