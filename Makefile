@@ -1,13 +1,14 @@
 # The README's two commands: `make demo` and `make test`. Both install what is
 # missing first (a virtualenv in .venv with the project and its dependencies;
-# `make test` also fetches the Kafka broker's artifacts from Maven Central).
+# `make test` also fetches the Kafka broker's artifacts from Maven Central and installs
+# Debian's chromium and chromium-driver for the dashboard's browser test when missing).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml examples/plugins/*/pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: install demo test kafka-up kafka-down proto bench-quick clean container-tools images compose-up compose-down
+.PHONY: install demo test kafka-up kafka-down proto bench-quick clean container-tools images compose-up compose-down vendor-js
 
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,7 @@ demo: install
 
 test: install container-tools
 	$(PY) -m shared.devtools.kafka_broker fetch
+	bash shared/devtools/install_chromium.sh
 	$(PY) -m pytest -q -p no:cacheprovider
 
 kafka-up: install
@@ -49,6 +51,9 @@ compose-down: install
 
 proto: install
 	$(PY) -m shared.wire.codegen
+
+vendor-js: install
+	$(PY) -m shared.devtools.vendor_js
 
 bench-quick: install
 	for b in bench/*.py; do $(PY) $$b --quick || exit 1; done

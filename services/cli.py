@@ -20,34 +20,19 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(quick=args.quick)
 
 
-def _flow(args: argparse.Namespace) -> int:
-    from services.flow_cli import main as flow_main
+def _algorithms(args: argparse.Namespace) -> int:
+    from services.algorithms_cli import main as algorithms_main
 
-    return flow_main(args)
-
-
-def _kafka(args: argparse.Namespace) -> int:
-    from shared.devtools.kafka_broker import main as broker_main
-
-    return broker_main(args.rest)
+    return algorithms_main(args)
 
 
-def _certs(args: argparse.Namespace) -> int:
-    from services.certs_cli import main as certs_main
-
-    return certs_main(args.rest)
-
-
-def _data(args: argparse.Namespace) -> int:
-    from services.executor.data.cli import main as data_main
-
-    return data_main(args.rest)
-
-
-def _keys(args: argparse.Namespace) -> int:
-    from services.executor.federation.keys_cli import main as keys_main
-
-    return keys_main(args.rest)
+# Commands with a parser of their own: `ferry data --help` is theirs to answer.
+PASS_THROUGH = {"kafka": ("shared.devtools.kafka_broker", "fetch, start or stop the development Kafka broker"),
+                "data": ("services.executor.data.cli", "import or inspect a party's LMDB data (ferry data --help)"),
+                "certs": ("services.certs_cli", "make the federation's CA and Kafka TLS certificates, broker TLS "
+                                                "properties and ACLs"),
+                "keys": ("services.executor.federation.keys_cli", "party identities: generate keys, build/validate "
+                                                                  "the federation key registry")}
 
 
 def _topics(_args: argparse.Namespace) -> int:
@@ -70,38 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the demo flow end to end on the embedded platform")
     demo.add_argument("--quick", action="store_true", help="a smaller, faster demo")
     demo.set_defaults(run=_demo)
-    flow = sub.add_parser("flow", help="validate, submit or run a flow document")
-    flow.add_argument("action", choices=("validate", "submit", "run"))
-    flow.add_argument("file", help="flow document, YAML or JSON")
-    flow.add_argument("--id", default=None, help="flow id (default: the document's, else a new one)")
-    flow.add_argument("--bootstrap", default=None, help="Kafka bootstrap for submit (default FERRY_KAFKA__BOOTSTRAP)")
-    flow.add_argument("--wait", type=float, default=30.0,
-                      help="submit: seconds to wait for the splitter's answer (planned or rejected)")
-    flow.add_argument("--timeout", type=float, default=600.0, help="run: seconds to wait for the flow")
-    flow.add_argument("--work-dir", default=None,
-                      help="run: the parties' folders, <dir>/parties/<party>/{data,checkpoints,artifacts}")
-    flow.add_argument("--torch-threads", type=int, default=None,
-                      help="run: intra-op threads per executor (default FERRY_EXECUTOR__TORCH_THREADS, else 1)")
-    flow.add_argument("--demo-data", action="store_true",
-                      help="run: first import the demo's breast-cancer parties into --work-dir")
-    flow.add_argument("--vertical-demo-data", action="store_true",
-                      help="run: first import breast_cancer split by columns (hospital: label + 15 features, "
-                           "lab: the other 15) as dataset breast_cancer_v into --work-dir")
-    flow.set_defaults(run=_flow)
-    for name, handler, help_text in (("kafka", _kafka, "fetch, start or stop the development Kafka broker"),
-                                     ("data", _data, "import or inspect a party's LMDB data"),
-                                     ("certs", _certs, "make the federation's CA and Kafka TLS certificates, "
-                                                       "broker TLS properties and ACLs"),
-                                     ("keys", _keys, "party identities: generate keys, build/validate "
-                                                     "the federation key registry")):
-        p = sub.add_parser(name, help=help_text, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(run=handler)
+    from services.flow_cli import add_flow_parser
+
+    add_flow_parser(sub)
+    algorithms = sub.add_parser("algorithms", help="list the installed algorithms (built-in and plug-ins) and "
+                                                   "their roles and parameters")
+    algorithms.add_argument("name", nargs="?", help="only this algorithm")
+    algorithms.add_argument("--json", action="store_true", help="machine-readable output")
+    algorithms.set_defaults(run=_algorithms)
+    for name, (_, help_text) in PASS_THROUGH.items():  # their own parsers; main() hands them the rest
+        sub.add_parser(name, help=help_text, add_help=False)
     sub.add_parser("topics", help="print the topic catalogue").set_defaults(run=_topics)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in PASS_THROUGH:
+        import importlib
+
+        return importlib.import_module(PASS_THROUGH[argv[0]][0]).main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 

@@ -15,12 +15,13 @@ _TRAINING_PARAMS = (
     ParamSpec("model", "str", "logreg", choices=("logreg", "mlp", "cnn"), help="model structure"),
     ParamSpec("hidden", "int", 64, minimum=1, maximum=65536, help="hidden units of the MLP"),
     ParamSpec("rounds", "int", 10, minimum=1, maximum=10000, help="federated rounds (or epochs, centralized)"),
-    ParamSpec("local_epochs", "int", 1, minimum=1, maximum=1000),
-    ParamSpec("batch_size", "int", 32, minimum=1, maximum=1_000_000),
+    ParamSpec("local_epochs", "int", 1, minimum=1, maximum=1000, help="epochs over its own rows per round, per party"),
+    ParamSpec("batch_size", "int", 32, minimum=1, maximum=1_000_000, help="rows per optimizer step"),
     ParamSpec("lr", "float", 0.1, minimum=1e-12, help="learning rate of the local optimizer"),
-    ParamSpec("optimizer", "str", "sgd", choices=("sgd", "adam")),
-    ParamSpec("seed", "int", 0, minimum=0, maximum=2**31 - 1),
-    ParamSpec("test_fraction", "float", 0.2, minimum=0.0, maximum=0.9,
+    ParamSpec("optimizer", "str", "sgd", choices=("sgd", "adam"), help="the local optimizer"),
+    ParamSpec("seed", "int", 0, minimum=0, maximum=2**31 - 1,
+              help="seeds model initialisation, data order, splits and client sampling"),
+    ParamSpec("test_fraction", "float", 0.2, minimum=0.01, maximum=0.9,
               help="share of each party's rows held out for evaluation"),
 )
 
@@ -35,6 +36,7 @@ def _compression_without_secure_aggregation(params):
 
 
 def _secure_needs_an_averaging_strategy(params):
+    """secure_aggregation needs an averaging strategy (not median, trimmed_mean or krum)"""
     if params.get("secure_aggregation") and params.get("strategy") in _ROBUST:
         return [("secure_aggregation", f"cannot be combined with strategy {params['strategy']!r}: robust "
                                        f"rules need each client's update, which secure aggregation hides")]
@@ -42,6 +44,7 @@ def _secure_needs_an_averaging_strategy(params):
 
 
 def _enough_clients_for_krum(params):
+    """krum with krum_f=f needs min_clients >= f + 3"""
     f = params.get("krum_f")
     if params.get("strategy") == "krum" and f is not None and params.get("min_clients", 1) < f + 3:
         return [("min_clients", f"krum with krum_f={f} needs at least {f + 3} clients per round")]
@@ -51,7 +54,7 @@ def _enough_clients_for_krum(params):
 NOOP = AlgorithmSpec(
     "ferry.noop", "1",
     roles=(RoleSpec("worker", f"{_IMPL}.noop:NoopRole", needs_data=False),),
-    params=(ParamSpec("sleep_s", "float", 0.0, minimum=0.0, maximum=3600.0),
+    params=(ParamSpec("sleep_s", "float", 0.0, minimum=0.0, maximum=3600.0, help="seconds to sleep"),
             ParamSpec("fail", "bool", False, help="exit with a non-retriable error, for tests")),
     description="Does nothing (optionally sleeps or fails); for smoke tests of the platform.",
 )
@@ -59,7 +62,7 @@ NOOP = AlgorithmSpec(
 DATA_VALIDATE = AlgorithmSpec(
     "ferry.data.validate", "1",
     roles=(RoleSpec("party", f"{_IMPL}.data_steps:ValidateRole"),),
-    params=(ParamSpec("min_rows", "int", 1, minimum=1),),
+    params=(ParamSpec("min_rows", "int", 1, minimum=1, help="fewest rows a party's dataset may have"),),
     description="Checks each party's dataset exists, matches its schema and has enough rows.",
 )
 
@@ -78,18 +81,21 @@ FEDAVG = AlgorithmSpec(
                     min_parties=1, max_parties=1, needs_data=False)),
     params=_TRAINING_PARAMS + (
         ParamSpec("strategy", "str", "fedavg", choices=("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi",
-                                                        "fedadagrad", "median", "trimmed_mean", "krum")),
+                                                        "fedadagrad", "median", "trimmed_mean", "krum"),
+                  help="the server's aggregation rule"),
         ParamSpec("mu", "float", 0.0, minimum=0.0, help="FedProx proximal term"),
         ParamSpec("server_lr", "float", 1.0, minimum=1e-12, help="FedAvgM / FedOpt server learning rate"),
-        ParamSpec("server_momentum", "float", 0.9, minimum=0.0, maximum=1.0),
-        ParamSpec("trim_fraction", "float", 0.1, minimum=0.0, maximum=0.49),
+        ParamSpec("server_momentum", "float", 0.9, minimum=0.0, maximum=1.0, help="FedAvgM server momentum"),
+        ParamSpec("trim_fraction", "float", 0.1, minimum=0.0, maximum=0.49,
+                  help="trimmed_mean: share of clients cut at each end, per coordinate"),
         ParamSpec("beta1", "float", 0.9, minimum=0.0, maximum=0.999999, help="FedOpt first-moment decay"),
         ParamSpec("beta2", "float", 0.99, minimum=0.0, maximum=0.999999, help="FedOpt second-moment decay"),
         ParamSpec("tau", "float", 1e-3, minimum=1e-12, help="FedOpt adaptivity (epsilon)"),
         ParamSpec("krum_f", "int", minimum=0, help="Byzantine clients Krum tolerates (default: trim_fraction * n)"),
         ParamSpec("fraction_fit", "float", 1.0, minimum=0.0, maximum=1.0, help="clients sampled per round"),
-        ParamSpec("min_clients", "int", 1, minimum=1),
-        ParamSpec("round_timeout_s", "float", 300.0, minimum=0.001),
+        ParamSpec("min_clients", "int", 1, minimum=1, help="fewest clients a round may aggregate; fewer fails the round"),
+        ParamSpec("round_timeout_s", "float", 300.0, minimum=0.001,
+                  help="seconds to wait for joins and for each round's updates"),
         ParamSpec("secure_aggregation", "bool", False,
                   help="Bonawitz et al. secure aggregation: the aggregator sees only the sum"),
         ParamSpec("secagg_clip", "float", 4.0, minimum=1e-6, help="clip of update deltas before quantizing"),

@@ -72,3 +72,11 @@ class Suspended(FerryError):
 
     retriable = True
     exit_code = 143  # 128 + SIGTERM, what a container runtime reports too
+
+
+class Unreachable(FerryError):
+    """A service or broker did not answer within its timeout; the message names which and where."""
+
+    retriable = True
+    exit_code = 69  # EX_UNAVAILABLE
+    http_status = 503

@@ -16,3 +16,4 @@ ROUND_SECONDS = Histogram("ferry_round_seconds", "Wall time of one training roun
 ROUND_MESSAGES_REJECTED = Counter("ferry_round_messages_rejected_total",
                                   "Round messages refused by a receiver (unsigned, forged, replayed, ...)",
                                   ["kind", "reason"])
+DASHBOARD_STREAMS = Gauge("ferry_dashboard_streams", "Open live-dashboard event streams on this monitor")

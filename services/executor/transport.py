@@ -57,6 +57,10 @@ def to_tensors(arrays: Mapping[str, np.ndarray]) -> tuple[Tensor, ...]:
     return tuple(out)
 
 
+def payload_bytes(message: RoundMessage) -> int:
+    return sum(len(t.data) for t in message.tensors) + len(message.body)
+
+
 def from_tensors(tensors: tuple[Tensor, ...]) -> dict[str, np.ndarray]:
     out = {}
     for t in tensors:
@@ -138,6 +142,9 @@ class RoundChannel:
         self._verifier = Verifier(task, trust.registry) if trust is not None else None
         self._log = log if log is not None else structlog.get_logger(service="executor")
         self._warned_round: int | None = None
+        # Payload bytes (tensor data and body) of whole messages, for the per-round history.
+        self.bytes_sent = 0
+        self.bytes_received = 0
 
     @classmethod
     def for_role(cls, ctx, **kwargs) -> "RoundChannel":
@@ -186,6 +193,7 @@ class RoundChannel:
 
     async def send(self, message: RoundMessage) -> None:
         self._warn_insecure(message.round)
+        self.bytes_sent += payload_bytes(message)
         if self._trust is not None:
             message = sign_message(message, self._trust.identity)
         partition = self._layout.destination(message.sender, message.recipient)
@@ -220,5 +228,6 @@ class RoundChannel:
                 except RejectedMessage as exc:
                     self.reject(whole, exc.reason, str(exc))
                     continue
+                self.bytes_received += payload_bytes(whole)
                 self._ready.append(whole)
         return self._ready.pop(0)

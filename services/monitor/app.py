@@ -16,6 +16,9 @@ import structlog
 
 from services.monitor.adapters.state_store import MonitorStateStore
 from services.monitor.api import build_router
+from services.monitor.dashboard.hub import ChangeHub
+from services.monitor.dashboard.routes import build_dashboard_router
+from services.monitor.rounds_api import build_rounds_router
 from services.monitor.core import CancelSiblings, MonitorState, restore, snapshot_flow, snapshot_task, step, touched
 from services.monitor.core.effects import Anomaly, CommandRejected, DuplicateDropped
 from services.monitor.core.liveness import lost_executors
@@ -51,6 +54,9 @@ class MonitorService:
         self._dead_letters = DeadLetters(self.publisher, self.name, clock)
         self._log = structlog.get_logger(service=self.name)
         self.router = build_router(lambda: self.state, self._publish_command)
+        self.router.include_router(build_rounds_router(lambda: self.state))
+        self.hub = ChangeHub()  # the dashboard's live streams hear of every batch's changes here
+        self.router.include_router(build_dashboard_router(lambda: self.state, self.hub))
         self.changed = asyncio.Event()  # set after every batch: lets waiters re-check state
         self._lost_after_ms = int(lost_after_s * 1000)
         self._listening_since_ms: int | None = None
@@ -106,6 +112,7 @@ class MonitorService:
         self._offsets.update(offsets)
         if snapshots:
             await self._bus.send_batch([(topics.TASK_STATE.name, k.encode(), v) for k, v in snapshots.items()])
+        self.hub.publish(flow_ids, task_ids)
         self.changed.set()
         self.changed = asyncio.Event()
 
@@ -148,6 +155,7 @@ class MonitorService:
                 else:
                     await self._declare_lost()
         finally:
+            self.hub.close()
             await consumer.stop()
             self._store.close()
 

@@ -86,3 +86,40 @@ def test_usage_errors_return_two(tmp_path):
     rc, _, err = _run("import", "--store", str(tmp_path / "p"), "--dataset", "../x", "--source", "sklearn:iris")
     assert rc == 2 and "invalid dataset name" in err
     assert _run("frobnicate")[0] == 2
+
+
+def test_a_split_column_from_the_source_marks_the_held_out_rows(tmp_path):
+    csv = tmp_path / "rows.csv"
+    csv.write_text("a,b,y,fold\n" + "".join(f"{i},{i * 2},{i % 2},{'test' if i % 4 == 0 else 'train'}\n"
+                                           for i in range(40)))
+    store = str(tmp_path / "p")
+    rc, out, err = _run("import", "--store", store, "--dataset", "d", "--source", f"csv:{csv}", "--label", "y",
+                        "--features", "a,b", "--split", "fold")
+    assert (rc, err) == (0, ""), err
+    with PartyDataset.open(store, "d") as data:
+        assert data.schema.features == ("a", "b") and "fold" not in [c.name for c in data.schema.columns]
+        split = np.array(data.column("split"))
+    assert split.tolist() == [1 if i % 4 == 0 else 0 for i in range(40)]
+    csv.write_text("a,y,fold\n1,0,maybe\n")
+    rc, _, err = _run("import", "--store", store, "--dataset", "e", "--source", f"csv:{csv}", "--label", "y",
+                      "--split", "fold")
+    assert rc != 0 and "'fold' row 0 is 'maybe'" in err
+    csv.write_text("a,y\n1,0\n")
+    rc, _, err = _run("import", "--store", store, "--dataset", "e", "--source", f"csv:{csv}", "--label", "y",
+                      "--split", "nope")
+    assert rc != 0 and "column 'nope' is not in the source" in err, err
+
+
+def test_a_held_out_fraction_is_chosen_once_before_partitioning(tmp_path):
+    root = tmp_path / "stores"
+    rc, _, err = _run("import", "--dataset", "bc", "--source", "sklearn:breast_cancer", "--parties", "h1,h2",
+                      "--stores-root", str(root), "--test-fraction", "0.25", "--seed", "3")
+    assert (rc, err) == (0, "")
+    held = 0
+    for party in ("h1", "h2"):
+        with PartyDataset.open(str(root / party), "bc") as data:
+            held += int(np.array(data.column("split")).sum())
+    assert held == round(0.25 * 569)
+    rc, _, err = _run("import", "--store", str(tmp_path / "x"), "--dataset", "bc", "--source",
+                      "sklearn:breast_cancer", "--split", "y", "--test-fraction", "0.2")
+    assert rc == 2  # argparse: --split and --test-fraction exclude each other

@@ -35,7 +35,7 @@ from services.executor.ml.strategies import make_strategy, state_from_arrays, st
 from services.executor.ml.training import TrainConfig, evaluate, train_local
 from services.executor.secagg import KeyRing, ProtocolViolation, TooFewClients
 from services.executor.secagg.shell import ClientSession, clip_of, server_round
-from services.executor.transport import RoundChannel, from_tensors
+from services.executor.transport import RoundChannel, from_tensors, payload_bytes
 from shared.algorithms import RoleResult
 from shared.errors import ConfigurationError, FerryError, MalformedMessage
 from shared.events import RoundKind
@@ -95,12 +95,19 @@ class _Aggregation:
             state, first = self.strategy.init_state(global_w), 1
         for r in range(first, int(p["rounds"]) + 1):
             started = ctx.clock.monotonic()
+            sent, received = self.channel.bytes_sent, self.channel.bytes_received
             if self.secure:
                 state, global_w, metrics = await self._secure_round(r, global_w, shape, state)
             else:
-                updates, losses = await self._round(r, global_w, shape)
+                updates, losses, evaluations = await self._round(r, global_w, shape)
+                if evaluations and r > 1:  # the clients scored the previous round's global model
+                    await ctx.report(round=r - 1, total_rounds=int(p["rounds"]), stage="evaluated",
+                                     metrics=_global_scores(evaluations))
                 state, global_w = self.strategy.aggregate(state, global_w, updates)
                 metrics = {"train_loss": weighted_mean(losses), "clients": float(len(updates))}
+            metrics = {**metrics, "round_s": ctx.clock.monotonic() - started,
+                       "bytes_sent": float(self.channel.bytes_sent - sent),
+                       "bytes_received": float(self.channel.bytes_received - received)}
             server_arrays, server_meta = state_to_arrays(state)
             ctx.checkpoints.save({**_prefixed("model/", global_w), **_prefixed("server/", server_arrays)},
                                  {"round": r, "server": server_meta})
@@ -185,7 +192,7 @@ class _Aggregation:
                     await ctx.report(round=r, total_rounds=int(p["rounds"]), stage=f"rejected update: {exc}"[:300])
                     continue
                 answers[message.sender] = (weights, message.num_examples,
-                                           float(message.metrics.get("loss", float("nan"))))
+                                           float(message.metrics.get("loss", float("nan"))), dict(message.metrics))
             elif message.kind == RoundKind.UPDATE:
                 self.channel.reject(message, "not_this_round" if message.round != r else "not_in_cohort",
                                     f"UPDATE for round {message.round} from {message.sender}; round {r} "
@@ -194,7 +201,8 @@ class _Aggregation:
             raise TrainingFailed(f"round {r}: {len(answers)} of {len(sampled)} sampled clients answered within "
                                  f"round_timeout_s={p['round_timeout_s']}; min_clients={p['min_clients']}")
         ordered = [answers[c] for c in sorted(answers)]  # fixed order: aggregation is bit-reproducible
-        return [(w, n) for w, n, _ in ordered], [(loss, n) for _, n, loss in ordered]
+        evaluations = [m for *_, m in ordered if m.get("eval_n")]
+        return [(w, n) for w, n, _, _ in ordered], [(loss, n) for _, n, loss, _ in ordered], evaluations
 
     def _weights_of(self, update, global_w) -> dict[str, np.ndarray]:
         """A client's model: sent whole, or as a compressed delta from the round's global model.
@@ -257,6 +265,9 @@ class _Aggregation:
                    "test_accuracy": weighted_mean(pairs), "test_loss": weighted_mean(losses),
                    "test_n": float(sum(n for _, n in pairs))}
         metrics.update(self._server_evaluation(global_w, shape))
+        if pairs:  # the final global model, scored by every client: the last point of the curve
+            await ctx.report(round=int(p["rounds"]), total_rounds=int(p["rounds"]), stage="evaluated",
+                             metrics={"accuracy": metrics["test_accuracy"], "loss": metrics["test_loss"]})
         return RoleResult(metrics=metrics, outputs={"model": f"model-{ctx.task.step}"})
 
 
@@ -303,6 +314,11 @@ class TrainingClient:
                 model = build_model(ModelSpec.from_params(p, setup.n_features, setup.n_classes), int(p["seed"]))
                 global_w = from_tensors(message.tensors)
                 set_weights(model, global_w)
+                scores = _score_previous(model, data, message.round)
+                if scores:
+                    await ctx.report(round=message.round - 1, total_rounds=int(p["rounds"]), stage="evaluated",
+                                     metrics={"accuracy": scores["eval_accuracy"], "loss": scores["eval_loss"]})
+                sent, received = channel.bytes_sent, channel.bytes_received
                 result = train_local(model, data.x_train, data.y_train, config,
                                      epoch_offset=(message.round - 1) * config.local_epochs, seed=seed,
                                      global_weights=global_w)
@@ -313,11 +329,13 @@ class TrainingClient:
                     arrays, body = self._encoded(p, weights, global_w, seed, message.round)
                     await channel.send(channel.message(RoundKind.UPDATE, message.round, recipient=message.sender,
                                                        arrays=arrays, num_examples=result.num_examples,
-                                                       metrics={"loss": result.loss}, body=body))
+                                                       metrics={"loss": result.loss, **scores}, body=body))
                 ROUND_SECONDS.labels("client").observe(ctx.clock.monotonic() - started)
                 ctx.checkpoints.save(result.weights, {"round": message.round})
                 await ctx.report(round=message.round, total_rounds=int(p["rounds"]), stage="training",
-                                 metrics={"train_loss": result.loss, "train_s": result.elapsed_s})
+                                 metrics={"train_loss": result.loss, "train_s": result.elapsed_s,
+                                          "bytes_sent": float(channel.bytes_sent - sent),
+                                          "bytes_received": float(channel.bytes_received - received + payload_bytes(message))})
             elif message.kind == RoundKind.SECAGG and secure is not None:
                 await secure.handle(message)
             elif message.kind == RoundKind.FINAL:
@@ -369,5 +387,23 @@ class TrainingClient:
         metrics = {"accuracy": float(scores["accuracy"]), "loss": float(scores["loss"]), "n": float(scores["n"])}
         await channel.send(channel.message(RoundKind.EVALUATION, message.round, recipient=message.sender,
                                            metrics=metrics))
+        await ctx.report(round=message.round, total_rounds=int(p["rounds"]), stage="evaluated",
+                         metrics={"accuracy": metrics["accuracy"], "loss": metrics["loss"]})
         return RoleResult(metrics={"test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],
                                    "test_n": metrics["n"]})
+
+
+def _score_previous(model, data, round: int) -> dict[str, float]:
+    """The global model a client just received (the previous round's) on its own test split: the
+    party's point on the accuracy curve, sent to the aggregator with the update for the global one."""
+    if round <= 1 or len(data.y_test) == 0:
+        return {}
+    scores = evaluate(model, data.x_test, data.y_test)
+    return {"eval_accuracy": float(scores["accuracy"]), "eval_loss": float(scores["loss"]),
+            "eval_n": float(scores["n"])}
+
+
+def _global_scores(evaluations: list[dict]) -> dict[str, float]:
+    pairs = [(m["eval_accuracy"], int(m["eval_n"])) for m in evaluations]
+    losses = [(m["eval_loss"], int(m["eval_n"])) for m in evaluations]
+    return {"accuracy": weighted_mean(pairs), "loss": weighted_mean(losses)}

@@ -17,7 +17,7 @@ import numpy as np
 
 from shared.errors import ConfigurationError, FerryError
 
-from .importers import import_partitioned, load_source, put_table
+from .importers import import_partitioned, load_source, put_table, split_from_column, with_test_split
 from .layout import DEFAULT_BLOCK_SIZE
 from .schema import DatasetMeta
 from .store import PartyStore
@@ -31,8 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--dataset", required=True)
     imp.add_argument("--source", required=True,
                      help="csv:PATH | npz:PATH | npy:PATH | sklearn:NAME | synthetic:k=v,...")
-    imp.add_argument("--label")
-    imp.add_argument("--features", help="comma-separated feature columns")
+    imp.add_argument("--label", help="label column (default: the source's convention, e.g. y)")
+    imp.add_argument("--features", help="comma-separated feature columns (default: all but label and split)")
+    held = imp.add_mutually_exclusive_group()
+    held.add_argument("--split", metavar="COLUMN",
+                      help="a source column marking held-out test rows (1/0, true/false or test/train); "
+                           "stored as the dataset's `split` column, which training uses instead of test_fraction")
+    held.add_argument("--test-fraction", type=float, metavar="F",
+                      help="hold out this share of rows (seeded by --seed, chosen before --parties "
+                           "partitioning, so every party and a pooled baseline test on the same rows)")
     imp.add_argument("--dtypes", help="comma-separated col=dtype, e.g. x=float32,y=int64")
     imp.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE)
     imp.add_argument("--parties", help="comma-separated party names: partition across them")
@@ -70,7 +77,14 @@ def _import(a: argparse.Namespace, out: TextIO) -> None:
         raise ConfigurationError("import needs --store, or --parties with --stores-root")
     if parties and not a.stores_root:
         raise ConfigurationError("--parties needs --stores-root (one store per party below it)")
-    table = load_source(a.source, label=a.label, features=_csv(a.features), dtypes=_dtypes(a.dtypes))
+    features = _csv(a.features)
+    if a.split and features is not None and a.split not in features:
+        features = features + [a.split]  # keep it through loading; it leaves the features below
+    table = load_source(a.source, label=a.label, features=features, dtypes=_dtypes(a.dtypes), split=a.split)
+    if a.split:
+        table = split_from_column(table, a.split)
+    elif a.test_fraction is not None:
+        table = with_test_split(table, a.test_fraction, a.seed)
     if a.store:
         meta = put_table(a.store, a.dataset, table, block_size=a.block_size, attrs={"source": a.source})
         print(f"{a.store}: {meta.name}: {meta.n_rows} rows imported", file=out)

@@ -23,7 +23,8 @@ _BOOL = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no":
 
 
 def read_csv(path: Path, *, keep: Sequence[str] | None = None, dtypes: Mapping[str, str] | None = None,
-             label: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+             label: str | None = None, text: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """`text`: columns kept as strings when not numeric (a split column of test/train words)."""
     if not path.is_file():
         raise DataError(f"csv {path}: no such file")
     with open(path, newline="", encoding="utf-8") as fh:
@@ -54,7 +55,9 @@ def read_csv(path: Path, *, keep: Sequence[str] | None = None, dtypes: Mapping[s
             out[name] = _declared(values, storage_dtype(dtypes[name], name), where, lines)
         else:
             arr = _inferred(values)
-            if arr is None:
+            if arr is None and name in text:
+                out[name] = np.array([v.strip() for v in values], dtype=str)
+            elif arr is None:
                 if name != label:
                     _raise_first_bad(values, np.float64, where, lines)
                 out[name], attrs["label_names"] = _codes(values)

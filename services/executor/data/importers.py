@@ -85,11 +85,15 @@ def parse_source(text: str) -> tuple[str, str]:
 
 
 def load_source(text: str, *, label: str | None = None, features: Sequence[str] | None = None,
-                dtypes: Mapping[str, str] | None = None) -> Table:
+                dtypes: Mapping[str, str] | None = None, split: str | None = None) -> Table:
+    """`split`: a source column that will become the split column (split_from_column); a CSV
+    may spell it in words."""
     kind, arg = parse_source(text)
     if kind == "csv":
         cols, attrs = csv_source.read_csv(Path(arg), keep=_wanted(label, features), dtypes=dtypes,
-                                          label=label)
+                                          label=label, text=(split,) if split else ())
+        if split and split in cols:
+            cols[split] = split_codes(cols[split], split)
         return make_table(cols, label=label, features=features, attrs=attrs, origin=f"csv {arg}")
     if kind == "npz":
         cols = _read_npz(Path(arg))
@@ -217,3 +221,39 @@ def with_test_split(table: Table, test_fraction: float, seed: int) -> Table:
     columns = {**table.columns, "split": split}
     return Table(columns, Schema.infer(columns, label=table.schema.label, features=table.schema.features),
                  {**table.attrs, "test_fraction": test_fraction, "split_seed": seed})
+
+
+_TEST_WORDS = {"1": 1, "0": 0, "true": 1, "false": 0, "test": 1, "train": 0}
+
+
+def split_from_column(table: Table, column: str) -> Table:
+    """The table with source column `column` (1/0, true/false or test/train) as its `split`
+    column (1 = held-out test row), no longer a feature."""
+    if column not in table.columns:
+        raise ConfigurationError(f"--split: column {column!r} is not in the source; columns: "
+                                 f"{', '.join(table.columns)}")
+    if column == table.schema.label:
+        raise ConfigurationError(f"--split: column {column!r} is the label")
+    columns = {k: v for k, v in table.columns.items() if k != column}
+    columns["split"] = split_codes(table.columns[column], column)
+    features = [f for f in table.schema.features if f not in (column, "split")]
+    return Table(columns, Schema.infer(columns, label=table.schema.label, features=features),
+                 {**table.attrs, "split_column": column})
+
+
+def split_codes(raw, column: str) -> np.ndarray:
+    """1 (held-out test row) or 0 per row, from 1/0, true/false or test/train."""
+    raw = np.asarray(raw)
+    if raw.dtype.kind in "biuf":
+        values = raw.astype(np.float64)
+        bad = ~np.isin(values, (0.0, 1.0))
+        split = values.astype(np.uint8)
+    else:
+        words = np.char.lower(np.char.strip(raw.astype(str)))
+        bad = ~np.isin(words, list(_TEST_WORDS))
+        split = np.array([_TEST_WORDS.get(w, 0) for w in words], np.uint8)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"--split: column {column!r} row {row} is {raw[row].item()!r}; expected 1/0, "
+                        f"true/false or test/train")
+    return split

@@ -12,6 +12,7 @@ from services.monitor.core.decide import Verdict, decide
 from services.monitor.core.dedup import duplicate, seen
 from services.monitor.core.draft import Draft
 from services.monitor.core.effects import Anomaly
+from services.monitor.core.rounds import RoundPoint, record_round
 from services.monitor.core.state import AlgoTask, Outcome, Task, append_record, evolve
 from services.monitor.core.transitions import Fact, classify
 from shared.events import HEARTBEAT_STAGE, Envelope, JobEvent
@@ -82,10 +83,16 @@ def _absorb(algo: AlgoTask, fact: Fact, event, at_ms: int) -> AlgoTask:
     if fact is Fact.PROGRESS:
         if event.stage == HEARTBEAT_STAGE:  # alive, nothing more: the progress shown stays
             return evolve(algo, job_attempt=event.attempt, updated_at_ms=at_ms)
+        rounds = algo.rounds
+        if event.round > 0 and event.metrics:
+            rounds = record_round(rounds, RoundPoint(event.round, event.attempt, at_ms, dict(event.metrics)))
+        # A report without round numbers ("started", "finished") keeps the last known round.
+        numbered = event.round or event.total_rounds
         return evolve(
-            algo, job_attempt=event.attempt, round=event.round, total_rounds=event.total_rounds,
+            algo, job_attempt=event.attempt, round=event.round if numbered else algo.round,
+            total_rounds=event.total_rounds if numbered else algo.total_rounds,
             stage=event.stage, metrics=dict(event.metrics) if event.metrics else algo.metrics,
-            updated_at_ms=at_ms)
+            updated_at_ms=at_ms, rounds=rounds)
     if fact is Fact.JOB_DISPATCH_FAILED:
         return evolve(algo, updated_at_ms=at_ms)
     if fact is Fact.SEEN_PENDING and event.reason:  # why it waits: queued by admission, unschedulable pod

@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.monitor.core.commands import check_command
+from services.monitor.core.rounds import RoundPoint
 from services.monitor.core.state import AlgoTask, Flow, MonitorState, Record, Task
 from shared.events import CommandKind, EntityKind, Status
 
 __all__ = ["AlgoTaskView", "TaskView", "FlowView", "get_flow", "get_task", "get_algo_task", "list_flows",
-           "list_tasks", "history", "check_command"]
+           "list_tasks", "history", "check_command", "RoundSeries", "TaskRounds", "task_rounds"]
 
 
 @dataclass(frozen=True)
@@ -127,3 +128,40 @@ def history(state: MonitorState, entity: EntityKind, entity_id: str) -> tuple[Re
     if task is None:
         return None
     return next(a.history for a in task.algos if a.algo_task_id == entity_id)
+
+
+@dataclass(frozen=True)
+class RoundSeries:
+    """One algorithm task's per-round points: a party's curve (the aggregator's is the global model's)."""
+
+    algo_task_id: str
+    party: str
+    role: str
+    status: Status
+    attempt: int
+    total_rounds: int
+    rounds: tuple[RoundPoint, ...]
+
+
+@dataclass(frozen=True)
+class TaskRounds:
+    task_id: str
+    flow_id: str
+    step: str
+    algorithm: str
+    total_rounds: int
+    series: tuple[RoundSeries, ...]
+
+
+def task_rounds(state: MonitorState, task_id: str, since_round: int = 0,
+                party: str | None = None) -> TaskRounds | None:
+    """Per-round history of a task's members, rounds after `since_round` only (for incremental reads)."""
+    task = state.tasks.get(task_id)
+    if task is None:
+        return None
+    series = tuple(
+        RoundSeries(a.algo_task_id, a.party, a.role, a.status, a.attempt, a.total_rounds,
+                    tuple(p for p in a.rounds if p.round > since_round))
+        for a in task.algos if party is None or a.party == party)
+    total = max((a.total_rounds for a in task.algos), default=0)
+    return TaskRounds(task.task_id, task.flow_id, task.step, task.algorithm, total, series)

@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterable, Iterator
 
 from services.monitor.core.pmap import PMap
+from services.monitor.core.rounds import RoundPoint
 from services.monitor.core.state import (DEFAULT_MAX_ATTEMPTS, AlgoTask, Flow, MonitorState, Outcome,
                                          Record, Task)
 from shared.events import CommandKind, Envelope, Status
@@ -106,7 +107,8 @@ def _algo(a: AlgoTask) -> dict:
     return {"algo_task_id": a.algo_task_id, "party": a.party, "role": a.role, "status": int(a.status),
             "attempt": a.attempt, "job_attempt": a.job_attempt, "job_name": a.job_name, "reason": a.reason,
             "round": a.round, "total_rounds": a.total_rounds, "stage": a.stage, "metrics": dict(a.metrics),
-            "updated_at_ms": a.updated_at_ms, "history": [_record(r) for r in a.history]}
+            "updated_at_ms": a.updated_at_ms, "history": [_record(r) for r in a.history],
+            "rounds": [[p.round, p.attempt, p.at_ms, dict(p.metrics)] for p in a.rounds]}
 
 
 def _status(value) -> Status | None:
@@ -118,6 +120,11 @@ def _history(rows) -> tuple[Record, ...]:
                  for o, f, t, attempt, event_id, cause_type, at_ms, reason in rows)
 
 
+def _rounds(rows) -> tuple[RoundPoint, ...]:
+    # Snapshots written before per-round history existed have no "rounds": an empty history.
+    return tuple(RoundPoint(number, attempt, at_ms, metrics) for number, attempt, at_ms, metrics in rows)
+
+
 def _seqs(rows) -> dict[tuple[str, str], int]:
     return {(producer, key): seq for producer, key, seq in rows}
 
@@ -126,7 +133,7 @@ def _task(d: dict) -> Task:
     algos = tuple(AlgoTask(
         a["algo_task_id"], a["party"], a["role"], Status(a["status"]), a["attempt"], a["job_attempt"],
         a["job_name"], a["reason"], a["round"], a["total_rounds"], a["stage"], a["metrics"],
-        a["updated_at_ms"], _history(a["history"])) for a in d["algos"])
+        a["updated_at_ms"], _history(a["history"]), _rounds(a.get("rounds", ()))) for a in d["algos"])
     parked = tuple(codec.decode(base64.b64decode(p)) for p in d["parked"])
     return Task(d["task_id"], d["flow_id"], _status(d["status"]), d["step"], d["index"], d["algorithm"],
                 d["version"], tuple(d["depends_on"]), algos, d["planned_at_ms"], d["updated_at_ms"],

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from services.monitor.core.pmap import EMPTY, PMap
+from services.monitor.core.rounds import RoundPoint
 from shared.events import CommandKind, Envelope, Status
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -61,6 +62,7 @@ class AlgoTask:
     metrics: Mapping[str, float] = field(default_factory=dict)
     updated_at_ms: int = 0
     history: tuple[Record, ...] = ()
+    rounds: tuple[RoundPoint, ...] = ()   # per-round metrics, ascending (rounds.py)
 
     @property
     def dispatched(self) -> bool:
