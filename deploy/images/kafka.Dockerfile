@@ -12,7 +12,7 @@ USER 65534:65534
 WORKDIR /opt/kafka
 ENV PYTHONPATH=/opt/kafka HOME=/var/lib/kafka
 EXPOSE 9093 9094
-HEALTHCHECK --interval=5s --timeout=5s --start-period=300s --retries=5 \
+HEALTHCHECK --interval=5s --timeout=30s --start-period=300s --retries=5 \
   CMD ["python3", "/opt/kafka/kafka_entrypoint.py", "health"]
 ENTRYPOINT ["python3", "/opt/kafka/kafka_entrypoint.py"]
 CMD ["run"]
