@@ -26,7 +26,8 @@ bus, inline executors, LMDB party stores, the ferry.psi / ferry.hetero_lr roles)
 
 --quick (under a minute on an idle 2-core machine): part 1 as above, part 2 with one
 encrypted epoch on a ~40-row training subset (hospital and lab keep 30 % of the rows),
-PSI at 10k. It writes JSON only with --out. Medians of one run each: the machine is
+PSI at 10k. It writes JSON only with --out. The JSON is rewritten after every part
+("complete": false until the last), so a run cut short keeps what it measured. Medians of one run each: the machine is
 shared, so expect noise; rerun for a second sample.
 """
 
@@ -177,27 +178,40 @@ def main() -> None:
     epochs = args.encrypted_epochs or (1 if args.quick else 2)
     commit, clean = _git("rev-parse", "--short", "HEAD"), _git("status", "--porcelain") == ""
 
+    out = args.out or (None if args.quick else RESULTS / "vertical.json")
+    payload = {"gap_pt": None, "psi_1m_s": None, "s_per_epoch_encrypted": None, "s_per_epoch_plain": None,
+               "commit": commit, "clean_tree": clean, "quick": args.quick, "complete": False,
+               "psi_sizes": sizes, "machine": machine()}
+
+    def save() -> None:  # after every part: a run cut short still leaves what it measured
+        if out is not None:
+            write_json(out, payload)
+
     accuracy = accuracy_part(args.quick)
+    payload.update(gap_pt=accuracy["gap_pt"], accuracy=accuracy)
+    save()
     print(table(["", "accuracy"], [["vertical (hetero LR)", f"{accuracy['vertical_accuracy']:.4f}"],
                                    ["centralized (joined table)", f"{accuracy['centralized_accuracy']:.4f}"]]))
     print(f"gap {accuracy['gap_pt']:+.2f} pt, McNemar p = {accuracy['p_mcnemar']:.3f} "
           f"on {accuracy['test_rows']} held-out rows\n")
     cost = cost_part(args.quick, epochs, args.key_bits)
+    payload.update(s_per_epoch_encrypted=cost["paillier"]["s_per_epoch"], s_per_epoch_plain=cost["none"]["s_per_epoch"],
+                   cost=cost)
+    save()
     print(table(["mode", "s/epoch", "bytes/epoch", "epochs"],
                 [[m, f"{cost[m]['s_per_epoch']:.2f}", f"{cost[m]['bytes_per_epoch']:.0f}", cost[m]["epochs"]]
                  for m in ("none", "paillier")]))
     print(f"max |w_encrypted - w_plain| = {cost['max_weight_diff']:.2e} ({args.key_bits}-bit keys)\n")
-    psi = [psi_part(n) for n in sizes]
-    print(table(["ids per party", "psi s", "shared"], [[p["n"], p["psi_s"], p["shared"]] for p in psi]))
-
-    one_m = next((p["psi_s"] for p in psi if p["n"] == 1_000_000), None)
-    payload = {"gap_pt": accuracy["gap_pt"], "psi_1m_s": one_m,
-               "s_per_epoch_encrypted": cost["paillier"]["s_per_epoch"], "s_per_epoch_plain": cost["none"]["s_per_epoch"],
-               "commit": commit, "clean_tree": clean, "quick": args.quick,
-               "accuracy": accuracy, "cost": cost, "psi": psi, "machine": machine()}
-    out = args.out or (None if args.quick else RESULTS / "vertical.json")
+    payload["psi"] = []
+    for n in sizes:
+        payload["psi"].append(psi_part(n))
+        if n == 1_000_000:
+            payload["psi_1m_s"] = payload["psi"][-1]["psi_s"]
+        save()
+    print(table(["ids per party", "psi s", "shared"], [[p["n"], p["psi_s"], p["shared"]] for p in payload["psi"]]))
+    payload["complete"] = True
+    save()
     if out is not None:
-        write_json(out, payload)
         print(f"\nwrote {out}")
 
 

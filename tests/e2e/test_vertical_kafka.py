@@ -78,7 +78,7 @@ def test_psi_encrypted_training_and_prediction_over_kafka(platform, work_dir):
 
 def test_suspend_and_resume_mid_training_over_kafka_ends_with_the_uninterrupted_model(platform, work_dir):
     prepare_vertical_parties(work_dir, aligned=True)
-    doc = _doc(encryption="none", insecure=True, epochs=15, batch_size=128, tol=0.0, timeout_s=60.0)
+    doc = _doc(encryption="none", insecure=True, epochs=40, tol=0.0, timeout_s=60.0)
     doc["steps"] = [doc["steps"][1]]
     del doc["steps"][0]["depends_on"], doc["steps"][0]["params"]["align_with"]  # pre-aligned: no PSI
     reference, resumed = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("vlr-ref", "vlr-sr"))
@@ -88,7 +88,7 @@ def test_suspend_and_resume_mid_training_over_kafka_ends_with_the_uninterrupted_
     at = platform.wait_until(lambda: _algo(platform, resumed, "train", GUEST).get("round", 0) >= 3 and
                              _algo(platform, resumed, "train", GUEST)["round"], "the guest's epoch 3",
                              timeout_s=180, every_s=0.1)
-    assert at < 15, "training ended before it could be suspended; raise the epochs"
+    assert at < 40, "training ended before it could be suspended; raise the epochs"
     platform.command("suspend", resumed)
     view = platform.wait_flow(resumed, ("SUSPENDED", "SUCCEEDED", "FAILED", "CANCELLED"), timeout_s=90)
     assert view["status"] == "SUSPENDED", (view, platform.logs())
@@ -101,7 +101,8 @@ def test_suspend_and_resume_mid_training_over_kafka_ends_with_the_uninterrupted_
     assert view["status"] == "SUCCEEDED", (view, platform.logs())
     resumes = [json.loads(line) for path in (work_dir / "logs").glob(f"*{resumed.lower()}*guest*.log")
                for line in path.read_text().splitlines() if '"hetero_lr.resumed"' in line]
-    assert len(resumes) == 1 and 3 <= resumes[0]["start_epoch"] < 15, resumes
+    # the guest had finished 3 epochs; a host stopped before its 3rd checkpoint makes all resume at 2
+    assert len(resumes) == 1 and 2 <= resumes[0]["start_epoch"] < 40, resumes
 
     view = platform.wait_flow(reference, timeout_s=300)
     assert view["status"] == "SUCCEEDED", (view, platform.logs())

@@ -250,19 +250,21 @@ async def test_suspend_mid_training_then_resume_ends_with_the_uninterrupted_mode
     with capture_logs() as logs:
         stops = {p: asyncio.Event() for p in specs}
         first = [start(p, stops[p]) for p in specs]
-        await asyncio.wait_for(guest_done(3), 120)
+        await asyncio.wait_for(guest_done(3), 900)
         for stop in stops.values():
             stop.set()
-        assert await asyncio.wait_for(asyncio.gather(*first), 60) == [Suspended.exit_code] * 3
+        assert await asyncio.wait_for(asyncio.gather(*first), 300) == [Suspended.exit_code] * 3
         resumed = [start(p, asyncio.Event(), attempt=2) for p in specs]
-        assert await asyncio.wait_for(asyncio.gather(*resumed), 120) == [0] * 3
+        assert await asyncio.wait_for(asyncio.gather(*resumed), 900) == [0] * 3
     starts = {e["party"]: e["start_epoch"] for e in logs if e["event"] == "hetero_lr.resumed"}
-    assert set(starts) == {GUEST, HOST} and len(set(starts.values())) == 1 and 3 <= starts[GUEST] < 12, starts
+    # The guest had finished 3 epochs; the host may have been stopped before saving its 3rd: then
+    # all resume at epoch 2 and the guest steps back to its previous weights.
+    assert set(starts) == {GUEST, HOST} and len(set(starts.values())) == 1 and 2 <= starts[GUEST] < 12, starts
 
     # The uninterrupted run, on a copy of the data, gives the same model parts bit for bit.
     reference = tmp_path / "reference"
     prepare_vertical_parties(reference, aligned=True)
     ref = [start(p, asyncio.Event(), root=reference) for p in specs]
-    assert await asyncio.wait_for(asyncio.gather(*ref), 120) == [0] * 3
+    assert await asyncio.wait_for(asyncio.gather(*ref), 900) == [0] * 3
     for party in (GUEST, HOST):
         assert _model(tmp_path, "v-resume", party).tobytes() == _model(reference, "v-resume", party).tobytes()
