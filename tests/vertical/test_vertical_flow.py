@@ -220,7 +220,7 @@ async def test_vertical_training_matches_centralized_training_on_the_joined_tabl
 async def test_suspend_mid_training_then_resume_ends_with_the_uninterrupted_model(tmp_path, registry):
     """run_task per party, as the inline runner calls it: every party is stopped mid-training
     (each at its own point), restarted, and continues from its checkpoints."""
-    from services.executor.main import run_task
+    from services.executor.main import dev_trust, run_task
     from shared import topics
     from shared.bus.memory import InMemoryBus
     from shared.clock import SystemClock
@@ -238,7 +238,7 @@ async def test_suspend_mid_training_then_resume_ends_with_the_uninterrupted_mode
     def start(party, stop, attempt=1, root=tmp_path):
         spec = dataclasses.replace(specs[party], attempt=attempt)
         return asyncio.create_task(run_task(spec, party_dirs(root, party), stop, bus=bus, clock=SystemClock(),
-                                            registry=registry))
+                                            registry=registry, trust=lambda: dev_trust(tmp_path / "keys", spec)))
 
     async def guest_done(epochs: int) -> None:
         from services.executor.checkpoints import FileCheckpointStore

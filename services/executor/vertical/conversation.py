@@ -41,7 +41,7 @@ class Conversation:
 
     @classmethod
     async def open(cls, ctx, peers: list[str], timeout_s: float) -> "Conversation":
-        channel = await RoundChannel(ctx.bus, ctx.task, ctx.publisher).open()
+        channel = await RoundChannel.for_role(ctx).open()
         return cls(ctx, channel, peers, timeout_s)
 
     async def close(self) -> None:
