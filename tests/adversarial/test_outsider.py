@@ -35,7 +35,7 @@ def work(tmp_path_factory):
 @pytest.fixture(scope="module")
 def honest(work):
     run = asyncio.run(run_step(work))
-    assert all(code == 0 for code in run.exit_codes.values()), run.exit_codes
+    assert run.exit_codes == {p: 0 for p in run.specs}, run.exit_codes
     assert run.final_metrics(AGGREGATOR)["test_accuracy"] > 0.9
     assert not run.rejections()
     return run
@@ -62,7 +62,7 @@ async def _publish_raw(run, message: RoundMessage) -> None:
 
 
 def _same_outcome(run, honest) -> None:
-    assert all(code == 0 for code in run.exit_codes.values()), run.exit_codes
+    assert run.exit_codes == {p: 0 for p in run.specs}, run.exit_codes
     assert run.final_metrics(AGGREGATOR)["test_accuracy"] == honest.final_metrics(AGGREGATOR)["test_accuracy"]
     for party in HOSPITALS:
         assert run.final_metrics(party)["test_accuracy"] == honest.final_metrics(party)["test_accuracy"]
