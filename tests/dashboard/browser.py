@@ -35,6 +35,7 @@ def chromium(width: int = 1400, height: int = 2000):
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(120)  # generous: shared CI machines can be starved of CPU
     driver.set_script_timeout(120)
+    driver.command_executor._client_config.timeout = 600  # each driver command (a click) may crawl too
     return driver
 
 
