@@ -23,12 +23,16 @@ import uuid
 from pathlib import Path
 
 from shared.errors import FerryError, TransientError, Unreachable, ValidationFailed
+from shared.events import FieldError
 
 
 def load_flow(path: str, flow_id: str | None):
-    from services.splitter.core.flow_document import parse_flow_document
+    from services.splitter.core.flow_document import check_document_size, parse_flow_document
 
-    text = Path(path).read_text()
+    if flow_id is not None and not flow_id.strip():
+        raise ValidationFailed([FieldError("--id", "must not be empty; leave it out for a new id")])
+    check_document_size(Path(path).stat().st_size)  # before reading: a 50 MB file costs nothing
+    text = Path(path).read_bytes()
     return parse_flow_document(text, default_flow_id=flow_id or f"flow-{uuid.uuid4().hex[:12]}")
 
 
