@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from services.executor.ml.privacy import privatize_update, secagg_range
+from services.executor.ml.privacy_accounting import round_config
 from shared.errors import MalformedMessage
 from shared.events import RoundKind, RoundMessage, Tensor
 
@@ -66,10 +68,14 @@ def requested_threshold(params: Mapping[str, Any]) -> int:
 
 
 async def server_round(ctx, channel, keyring: KeyRing, *, round: int, sampled, global_w, shape,
-                       joined: dict, clients) -> Decoded:
-    """One secure round from ANNOUNCE to the decoded weighted average; raises TooFewClients."""
+                       joined: dict, clients, incarnations: dict | None = None) -> Decoded:
+    """One secure round from ANNOUNCE to the decoded weighted average; raises TooFewClients.
+
+    `incarnations` (client -> the id its JOIN carries) tells a restarted client from one that
+    only said hello again after a quiet spell: only the first needs the ANNOUNCE resent; a
+    second ANNOUNCE to the other would start a second session and void its first one."""
     p = ctx.params
-    clip, timeout = clip_of(p), float(p["round_timeout_s"])
+    clip, timeout = secagg_range(clip_of(p), round_config(p, len(sampled)), len(sampled)), float(p["round_timeout_s"])
     scale = max([float(joined.get(c, {}).get("num_examples", 0.0)) for c in sampled] + [1.0])
     announce = channel.message(RoundKind.ANNOUNCE, round, arrays=global_w, body=json.dumps(list(sampled)).encode(),
                                metrics={**shape, "secagg_clip": clip, "secagg_weight_scale": scale})
@@ -85,6 +91,11 @@ async def server_round(ctx, channel, keyring: KeyRing, *, round: int, sampled, g
                 continue
             if message.kind == RoundKind.JOIN and message.sender in clients:
                 joined[message.sender] = dict(message.metrics)
+                if incarnations is not None:
+                    restarted = incarnations.get(message.sender) != message.body
+                    incarnations[message.sender] = message.body
+                    if not restarted:
+                        continue
                 # Restarted before advertising: ask again (as the plain path does). One that had
                 # advertised lost its secrets with the restart; it is a dropout of this round.
                 if (state.collecting is Stage.ADVERTISE and message.sender in sampled
@@ -113,9 +124,13 @@ class ClientSession:
 
     async def start(self, announce: RoundMessage, weights, global_w, num_examples: int, loss: float) -> None:
         m = announce.metrics
-        cfg = quant_config(float(m["secagg_clip"]), len(json.loads(announce.body)))
-        codes = encode_update(weights, global_w, client_weight(num_examples, float(m["secagg_weight_scale"])),
-                              loss, cfg)
+        cohort = len(json.loads(announce.body))
+        cfg = quant_config(float(m["secagg_clip"]), cohort)
+        weight = client_weight(num_examples, float(m["secagg_weight_scale"]))
+        dp = round_config(self.ctx.params, cohort)  # from the flow's params, never from the aggregator
+        if dp is not None:  # DP-FedAvg: unit weight, L2-clipped delta, plus a noise share if distributed
+            weights, weight, loss = privatize_update(weights, global_w, dp, cohort), 1.0, 0.0
+        codes = encode_update(weights, global_w, weight, loss, cfg)
         rctx = round_context(self.ctx.task, announce.round, announce.attempt)
         self.state, outgoing = client_start(rctx, self.keyring.party, self.aggregator, self.keyring, codes,
                                             threshold=requested_threshold(self.ctx.params))
