@@ -195,6 +195,19 @@ def median(values: Sequence[float]) -> float:
 # ------------------------------------------------------------------------------------- output
 
 
+def provenance() -> dict[str, Any]:
+    """Top-level `commit` and `clean_tree` of a result: a number from a dirty tree is not reproducible
+    from its commit alone. bench/results/ itself is ignored (a bench rewrites its own JSON)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
+                                  check=False).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    changed = [line for line in git("status", "--porcelain").splitlines() if "bench/results/" not in line]
+    return {"commit": git("rev-parse", "HEAD").strip(), "clean_tree": not changed}
+
+
 def machine() -> dict[str, Any]:
     import torch
 
