@@ -243,7 +243,8 @@ class _Aggregation:
             if not cfg.distributed:  # the clients clipped; the aggregator adds the noise to their sum
                 average = noised_average(average, global_w, decoded.clients, cfg)
             self.ledger = self.ledger.record(effective_noise_multiplier(cfg, len(sampled), decoded.clients))
-            del metrics["train_loss"]  # the clients sent no loss: it would not be noised
+            for un_noised in ("train_loss", "secagg_clipped"):  # sums that carry no DP noise of their own
+                del metrics[un_noised]
         state, global_w = self.strategy.server_step(state, global_w, average)
         return state, global_w, metrics
 
