@@ -49,13 +49,18 @@ def _consume(x: np.ndarray, y: np.ndarray, touch: bool) -> float:
     return float(x.sum()) + float(y[-1]) if touch else 0.0
 
 
+def _root(a: np.ndarray) -> np.ndarray:
+    """The array that owns `a`'s memory (np.load itself returns a reshaped view of one)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
 def copied_nbytes(a: np.ndarray, sources: tuple[np.ndarray, ...]) -> int:
     """a.nbytes if `a` lives in memory of its own (a copy), 0 if it is a view of one of `sources`
     or of memory numpy does not own (a file map, the LMDB map)."""
-    root = a
-    while isinstance(root.base, np.ndarray):
-        root = root.base
-    if root.base is not None or any(root is s for s in sources):
+    root = _root(a)
+    if root.base is not None or any(root is _root(s) for s in sources):
         return 0
     return a.nbytes
 
