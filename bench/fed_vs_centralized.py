@@ -20,15 +20,17 @@ independently. A cell's gap (federated - centralized test accuracy, in points) i
 summarised over the split seeds: mean, standard deviation, min/max, and the paired t-test of
 the two sides' accuracies across seeds (scipy.stats.ttest_rel; p = 1 when all gaps are 0).
 
-Grid: lr in LRS for every model; FedProx (non-IID rows) runs at mu in MUS (1.0: large enough
-to change the model; each FedProx row reports on how many test rows its correctness differs
-from FedAvg's, and FedProx - FedAvg with its own paired test). Rounds, local epochs and batch
+Grid: lr in LRS for every model; FedProx (non-IID rows) tunes mu in MUS on the validation rows
+too. A run with mu = 1.0 alone changed the correctness of 0.2 test rows per seed on average
+(of 114), so MUS reaches 10, where lr * mu = 1 pulls every local step hard back to the global
+model; each FedProx row reports on how many test rows its correctness differs from FedAvg's,
+and FedProx - FedAvg with its own paired test. Rounds, local epochs and batch
 sizes are fixed in advance (not tuned).
 
 Matrix (full run: 5 split seeds x 12 training steps of 10 rounds). It is shrunk to fit the
 shared 2-core machine (load average ~60 from the other engineers when it last ran), and
 quotes must say so: breast_cancer only (no digits or synthetic rows), 3 parties only (no 10),
-logistic regression only (no MLP), 10 rounds, one FedProx mu:
+logistic regression only (no MLP), 10 rounds, two FedProx mus:
   datasets    breast_cancer (sklearn, 2 classes)
   partitions  iid; dirichlet (label skew, alpha 0.5)
   parties     3
@@ -76,7 +78,7 @@ OUT = RESULTS / "fed_vs_centralized.json"
 SPLIT_SEEDS = (7, 8, 9, 10, 11)
 TEST_FRACTION, VAL_FRACTION, ALPHA, PARTIES = 0.2, 0.2, 0.5, 3
 LRS = (0.03, 0.1, 0.3)
-MUS = (1.0,)
+MUS = (1.0, 10.0)
 
 DATASETS: dict[str, dict[str, Any]] = {
     "breast_cancer": {"source": "sklearn:breast_cancer",
@@ -349,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                       "selection": "best validation accuracy per cell and seed, ties to the first in grid order",
                       "datasets": {k: {"source": v["source"], "hp": {**COMMON_HP, **v["hp"]}}
                                    for k, v in DATASETS.items()},
-                      "shrunk": "breast_cancer, 3 parties, logreg, 10 rounds and FedProx mu 1.0 only (no "
+                      "shrunk": "breast_cancer, 3 parties, logreg, 10 rounds and FedProx mu in {1, 10} only (no "
                                 "digits, synthetic, 10-party or MLP rows), to fit the shared 2-core machine",
                       "platform": "services.embedded.EmbeddedPlatform (in-process bus, inline executors)"},
             "rows": rows,
