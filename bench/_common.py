@@ -87,14 +87,16 @@ def split_parties(table, n_parties: int, *, scheme: str, alpha: float, seed: int
 
 def prepare_parties(work_dir: Path, parties: Sequence[str], dataset: str, source: str, *,
                     scheme: str = "iid", alpha: float = 0.5, seed: int = 7, test_fraction: float = 0.2,
-                    pooled: str | None = None, min_train_rows: int = 8) -> PartitionInfo:
+                    pooled: str | None = None, min_train_rows: int = 8, table=None) -> PartitionInfo:
     """Write each party's share of `source` (as dataset `dataset`) into its store under work_dir,
-    and, when `pooled` names a party, every row into that party's store."""
+    and, when `pooled` names a party, every row into that party's store. `table`, when given, is
+    the source already loaded with its `split` column (e.g. validation rows held out as well)."""
     from services.executor.data import partition
     from services.executor.data.importers import put_table, with_test_split
     from services.scheduler.adapters.launchers import party_dirs
 
-    table = with_test_split(load_table(source), test_fraction, seed)
+    if table is None:
+        table = with_test_split(load_table(source), test_fraction, seed)
     labels = np.asarray(table.columns[table.schema.label])
     is_test = np.asarray(table.columns["split"]) == 1
     parts: list[np.ndarray] = []
@@ -193,6 +195,19 @@ def median(values: Sequence[float]) -> float:
 
 
 # ------------------------------------------------------------------------------------- output
+
+
+def provenance() -> dict[str, Any]:
+    """Top-level `commit` and `clean_tree` of a result: a number from a dirty tree is not reproducible
+    from its commit alone. bench/results/ itself is ignored (a bench rewrites its own JSON)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
+                                  check=False).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    changed = [line for line in git("status", "--porcelain").splitlines() if "bench/results/" not in line]
+    return {"commit": git("rev-parse", "HEAD").strip(), "clean_tree": not changed}
 
 
 def machine() -> dict[str, Any]:

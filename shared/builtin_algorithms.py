@@ -43,6 +43,40 @@ def _secure_needs_an_averaging_strategy(params):
     return []
 
 
+_DP_PARAMS = ("dp_noise_multiplier", "dp_target_epsilon")
+
+
+def _dp_is_consistent(params):
+    """DP-FedAvg: one way to set the noise, an averaging strategy, and secure aggregation
+    under distributed noise (without it the aggregator sees each client's small share)."""
+    mode = params.get("dp", "off")
+    given = [name for name in _DP_PARAMS if params.get(name) is not None]
+    if mode == "off":
+        return [(name, "has no effect unless dp is 'central' or 'distributed'") for name in given]
+    problems = []
+    if not given:
+        problems.append(("dp_noise_multiplier", f"dp={mode!r} needs dp_noise_multiplier or dp_target_epsilon"))
+    elif len(given) == 2:
+        problems.append(("dp_target_epsilon", "give dp_noise_multiplier or dp_target_epsilon, not both"))
+    for name in given:
+        if not params[name] > 0:
+            problems.append((name, f"must be > 0, got {params[name]}"))
+    if params.get("strategy") in _ROBUST:
+        problems.append(("dp", f"cannot be combined with strategy {params['strategy']!r}: DP-FedAvg noises "
+                               f"the sum of clipped updates; use an averaging strategy"))
+    if mode == "distributed" and not params.get("secure_aggregation"):
+        problems.append(("dp", "'distributed' needs secure_aggregation: true; without it the aggregator "
+                               "sees each client's update with only its 1/sqrt(n) share of the noise"))
+    if mode == "central" and params.get("dp_honest_fraction", 1.0) != 1.0:
+        problems.append(("dp_honest_fraction", "applies to dp='distributed' only: in central mode the "
+                                               "aggregator adds all the noise"))
+    if not 0.0 < params.get("dp_delta", 1e-5) < 1.0:
+        problems.append(("dp_delta", f"must be in (0, 1), got {params.get('dp_delta')}"))
+    if not params.get("dp_honest_fraction", 1.0) > 0:
+        problems.append(("dp_honest_fraction", "must be > 0: with no honest client, noise protects nothing"))
+    return problems
+
+
 def _enough_clients_for_krum(params):
     """krum with krum_f=f needs min_clients >= f + 3"""
     f = params.get("krum_f")
@@ -110,8 +144,19 @@ FEDAVG = AlgorithmSpec(
                   help="how clients encode their update delta (services/executor/ml/compression.py)"),
         ParamSpec("topk_fraction", "float", 0.01, minimum=1e-6, maximum=1.0,
                   help="compression topk: share of values sent per round, the rest fed back next round"),
+        ParamSpec("dp", "str", "off", choices=("off", "central", "distributed"),
+                  help="DP-FedAvg: clip each update, add Gaussian noise at the aggregator (central) or "
+                       "a share at each client under secure aggregation (distributed)"),
+        ParamSpec("dp_clip", "float", 1.0, minimum=1e-9, help="L2 bound C on each client's update delta"),
+        ParamSpec("dp_noise_multiplier", "float", minimum=0.0, help="sigma: noise std of the sum is sigma * C"),
+        ParamSpec("dp_target_epsilon", "float", minimum=0.0,
+                  help="epsilon after all rounds; the accountant picks the noise multiplier"),
+        ParamSpec("dp_delta", "float", 1e-5, minimum=0.0, maximum=1.0),
+        ParamSpec("dp_honest_fraction", "float", 1.0, minimum=0.0, maximum=1.0,
+                  help="distributed DP: share of each cohort assumed to add its noise honestly"),
     ),
-    checks=(_secure_needs_an_averaging_strategy, _enough_clients_for_krum, _compression_without_secure_aggregation),
+    checks=(_secure_needs_an_averaging_strategy, _enough_clients_for_krum, _compression_without_secure_aggregation,
+            _dp_is_consistent),
     description="Federated training (FedAvg and friends) between clients and one aggregator.",
 )
 

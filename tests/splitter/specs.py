@@ -25,6 +25,12 @@ _FEDERATED = (
     ParamSpec("min_clients", "int", 1, minimum=1),
     ParamSpec("round_timeout_s", "float", 300.0, minimum=1e-9),  # "> 0"
     ParamSpec("secure_aggregation", "bool", False),
+    ParamSpec("dp", "str", "off", choices=("off", "central", "distributed")),
+    ParamSpec("dp_clip", "float", 1.0, minimum=1e-9),
+    ParamSpec("dp_noise_multiplier", "float", minimum=0.0),
+    ParamSpec("dp_target_epsilon", "float", minimum=0.0),
+    ParamSpec("dp_delta", "float", 1e-5, minimum=0.0, maximum=1.0),
+    ParamSpec("dp_honest_fraction", "float", 1.0, minimum=0.0, maximum=1.0),
 )
 
 

@@ -15,6 +15,12 @@ services/executor/secagg instead of plain UPDATE messages: the aggregator
 receives only masked, quantized, example-weighted deltas and learns their sum,
 which it hands to the strategy's server_step. Only the averaging strategies
 can do that; the robust ones need each client's model and are refused.
+
+With params["dp"] (DP-FedAvg, services/executor/ml/privacy.py), updates are
+clipped and noised before the strategy's server_step: by the aggregator
+("central"), or by each client inside secure aggregation ("distributed").
+Each round's privacy loss goes into a ledger checkpointed with the model and
+is reported as dp_epsilon in the round's progress and the step's result.
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ from services.executor.federation.transcript import (AnnounceGate, RoundSetup, S
 from services.executor.federation.updates import UpdateRejected, check_secure_sum, check_update, clip_update
 from services.executor.ml.compression import compress, decompress
 from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
+from services.executor.ml.privacy import central_average, effective_noise_multiplier, noised_average
+from services.executor.ml.privacy_accounting import PrivacyLedger, round_config
 from services.executor.ml.strategies import make_strategy, state_from_arrays, state_to_arrays
 from services.executor.ml.training import TrainConfig, evaluate, train_local
 from services.executor.secagg import KeyRing, ProtocolViolation, TooFewClients
-from services.executor.secagg.shell import ClientSession, clip_of, server_round
+from services.executor.secagg.shell import ClientSession, secure_clip, server_round
 from services.executor.transport import RoundChannel, from_tensors, payload_bytes
 from shared.algorithms import RoleResult
 from shared.errors import ConfigurationError, FerryError, MalformedMessage
@@ -55,8 +63,16 @@ def _unprefixed(prefix: str, arrays) -> dict[str, np.ndarray]:
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
+def _prepare_privacy(ctx) -> None:
+    """Load the accountant and calibrate before this role says hello: the first use imports Opacus,
+    which takes seconds, and a role silent that long mid-round makes its peers re-join."""
+    if ctx.params.get("dp", "off") != "off":
+        round_config(ctx.params, max(1, len(_clients(ctx))))
+
+
 class TrainingAggregator:
     async def run(self, ctx) -> RoleResult:
+        _prepare_privacy(ctx)
         channel = await RoundChannel.for_role(ctx).open()
         try:
             return await _Aggregation(ctx, channel).run()
@@ -78,6 +94,11 @@ class _Aggregation:
                                      f"each client's model, which secure aggregation hides; use fedavg, fedprox, "
                                      f"fedavgm, fedadam, fedyogi or fedadagrad")
         self.keyring = KeyRing.from_trust(ctx.trust) if self.secure else None
+        self.dp = self.p.get("dp", "off") != "off"
+        if self.dp and not self.strategy.supports_secure_aggregation:
+            raise ConfigurationError(f"strategy {self.p['strategy']!r} cannot run with dp: DP-FedAvg noises the "
+                                     f"sum of clipped updates; use an averaging strategy")
+        self.ledger = PrivacyLedger()
 
     async def run(self) -> RoleResult:
         ctx, p = self.ctx, self.p
@@ -88,6 +109,7 @@ class _Aggregation:
             global_w = _unprefixed("model/", checkpoint.arrays)
             state = state_from_arrays(_unprefixed("server/", checkpoint.arrays), checkpoint.meta["server"])
             first = int(checkpoint.meta["round"]) + 1
+            self.ledger = PrivacyLedger(tuple(checkpoint.meta.get("dp_multipliers", ())))
             ctx.log.info("aggregator.resumed", after_round=first - 1)
         else:
             spec = ModelSpec.from_params(p, shape["n_features"], shape["n_classes"])
@@ -98,6 +120,10 @@ class _Aggregation:
             sent, received = self.channel.bytes_sent, self.channel.bytes_received
             if self.secure:
                 state, global_w, metrics = await self._secure_round(r, global_w, shape, state)
+            elif self.dp:
+                updates, _, _ = await self._round(r, global_w, shape)
+                state, global_w = self._central_dp_step(state, global_w, updates)
+                metrics = {"clients": float(len(updates))}  # no train loss: it is not noised
             else:
                 updates, losses, evaluations = await self._round(r, global_w, shape)
                 if evaluations and r > 1:  # the clients scored the previous round's global model
@@ -110,12 +136,26 @@ class _Aggregation:
                        "bytes_received": float(self.channel.bytes_received - received)}
             server_arrays, server_meta = state_to_arrays(state)
             ctx.checkpoints.save({**_prefixed("model/", global_w), **_prefixed("server/", server_arrays)},
-                                 {"round": r, "server": server_meta})
+                                 {"round": r, "server": server_meta, "dp_multipliers": list(self.ledger.multipliers)})
+            metrics.update(self._privacy_metrics())
             ROUND_SECONDS.labels("aggregator").observe(ctx.clock.monotonic() - started)
             metrics = {**metrics, **self._server_evaluation(global_w, shape)}
             await ctx.report(round=r, total_rounds=int(p["rounds"]), stage="training", metrics=metrics)
             ctx.check_stop()
         return await self._finish(global_w, shape)
+
+    def _central_dp_step(self, state, global_w, updates):
+        """Central DP-FedAvg on plain updates: the aggregator clips, sums and noises."""
+        cfg = round_config(self.p, len(updates))
+        self.ledger = self.ledger.record(effective_noise_multiplier(cfg, len(updates), len(updates)))
+        return self.strategy.server_step(state, global_w, central_average(global_w, [w for w, _ in updates], cfg))
+
+    def _privacy_metrics(self) -> dict[str, float]:
+        if not self.dp:
+            return {}
+        delta = float(self.p["dp_delta"])
+        return {"dp_epsilon": self.ledger.epsilon(delta), "dp_delta": delta,
+                "dp_noise_multiplier": self.ledger.multipliers[-1] if self.ledger.multipliers else 0.0}
 
     def _server_evaluation(self, global_w, shape) -> dict[str, float]:
         """The global model on the aggregator's own held-out set, when the flow gives it one
@@ -224,7 +264,8 @@ class _Aggregation:
         sampled = sample_clients(list(self.joined), float(p["fraction_fit"]), int(p["min_clients"]), int(p["seed"]), r)
         try:
             decoded = await server_round(self.ctx, self.channel, self.keyring, round=r, sampled=sampled,
-                                         global_w=global_w, shape=shape, joined=self.joined, clients=self.clients)
+                                         global_w=global_w, shape=shape, joined=self.joined, clients=self.clients,
+                                         incarnations=self.incarnations)
         except TooFewClients as exc:
             raise TrainingFailed(f"round {r}: {exc} (round_timeout_s={p['round_timeout_s']}, "
                                  f"min_clients={p['min_clients']})") from exc
@@ -234,16 +275,26 @@ class _Aggregation:
             self.ctx.log.warning("secagg.round_refused", round=r, reason=str(exc))
             await self.ctx.report(round=r, total_rounds=int(p["rounds"]), stage=f"refused round: {exc}"[:300])
             return state, global_w, {"rejected_sum": 1.0}
+        cfg = round_config(p, len(sampled))
+        # Distributed DP noise is inside the decoded sum: its norm is no longer bounded by the clip.
+        bounds = {**p, "update_clip_norm": None} if cfg is not None and cfg.distributed else p
         try:
-            check_secure_sum(decoded.average, global_w, decoded.total_weight, decoded.clients, p)
+            check_secure_sum(decoded.average, global_w, decoded.total_weight, decoded.clients, bounds)
         except UpdateRejected as exc:
             # Out-of-range input is refused, not absorbed: the round leaves the model as it was.
             self.ctx.log.warning("secagg.sum_rejected", round=r, reason=exc.reason, detail=str(exc))
             await self.ctx.report(round=r, total_rounds=int(p["rounds"]), stage=f"rejected round sum: {exc}"[:300])
             return state, global_w, {"clients": float(decoded.clients), "rejected_sum": 1.0}
-        state, global_w = self.strategy.server_step(state, global_w, decoded.average)
-        return state, global_w, {"train_loss": decoded.loss, "clients": float(decoded.clients),
-                                 "secagg_clipped": decoded.clipped}
+        average, metrics = decoded.average, {"train_loss": decoded.loss, "clients": float(decoded.clients),
+                                             "secagg_clipped": decoded.clipped}
+        if cfg is not None:
+            if not cfg.distributed:  # the clients clipped; the aggregator adds the noise to their sum
+                average = noised_average(average, global_w, decoded.clients, cfg)
+            self.ledger = self.ledger.record(effective_noise_multiplier(cfg, len(sampled), decoded.clients))
+            for un_noised in ("train_loss", "secagg_clipped"):  # sums that carry no DP noise of their own
+                del metrics[un_noised]
+        state, global_w = self.strategy.server_step(state, global_w, average)
+        return state, global_w, metrics
 
     async def _finish(self, global_w, shape) -> RoleResult:
         ctx, p = self.ctx, self.p
@@ -268,12 +319,14 @@ class _Aggregation:
         if pairs:  # the final global model, scored by every client: the last point of the curve
             await ctx.report(round=int(p["rounds"]), total_rounds=int(p["rounds"]), stage="evaluated",
                              metrics={"accuracy": metrics["test_accuracy"], "loss": metrics["test_loss"]})
+        metrics.update(self._privacy_metrics())
         return RoleResult(metrics=metrics, outputs={"model": f"model-{ctx.task.step}"})
 
 
 class TrainingClient:
     async def run(self, ctx) -> RoleResult:
         data = load_party_arrays(ctx)
+        _prepare_privacy(ctx)
         channel = await RoundChannel.for_role(ctx).open()
         try:
             return await self._serve(ctx, channel, data)
@@ -332,10 +385,13 @@ class TrainingClient:
                                                        metrics={"loss": result.loss, **scores}, body=body))
                 ROUND_SECONDS.labels("client").observe(ctx.clock.monotonic() - started)
                 ctx.checkpoints.save(result.weights, {"round": message.round})
+                progress = {"train_s": result.elapsed_s}
+                if p.get("dp", "off") == "off":  # under DP only noised sums leave the party
+                    progress["train_loss"] = result.loss
                 await ctx.report(round=message.round, total_rounds=int(p["rounds"]), stage="training",
-                                 metrics={"train_loss": result.loss, "train_s": result.elapsed_s,
-                                          "bytes_sent": float(channel.bytes_sent - sent),
-                                          "bytes_received": float(channel.bytes_received - received + payload_bytes(message))})
+                                 metrics={**progress, "bytes_sent": float(channel.bytes_sent - sent),
+                                          "bytes_received": float(channel.bytes_received - received
+                                                                  + payload_bytes(message))})
             elif message.kind == RoundKind.SECAGG and secure is not None:
                 await secure.handle(message)
             elif message.kind == RoundKind.FINAL:
@@ -355,7 +411,7 @@ class TrainingClient:
             if (setup.round, setup.attempt) != (message.round, message.attempt):
                 raise SetupRejected("bad_setup", f"setup of round {setup.round} attempt {setup.attempt} in the "
                                                  f"ANNOUNCE of round {message.round} attempt {message.attempt}")
-            check_setup(setup, me, from_tensors(message.tensors), p, clip=clip_of(p))
+            check_setup(setup, me, from_tensors(message.tensors), p, clip=secure_clip(p, len(setup.cohort)))
             gate.admit(setup)
         except (SetupRejected, MalformedMessage) as exc:
             reason = getattr(exc, "reason", "malformed")

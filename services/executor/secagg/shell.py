@@ -19,6 +19,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from services.executor.ml.privacy import privatize_update, secagg_range
+from services.executor.ml.privacy_accounting import round_config
 from shared.errors import MalformedMessage
 from shared.events import RoundKind, RoundMessage, Tensor
 
@@ -61,6 +63,12 @@ def clip_of(params: Mapping[str, Any]) -> float:
     return float(params.get("secagg_clip") or DEFAULT_CLIP)
 
 
+def secure_clip(params: Mapping[str, Any], cohort: int) -> float:
+    """The quantization range of a secure round: the flow's clip, widened for a DP noise share.
+    Aggregator and clients both derive it from the flow's params, so a client can check the setup."""
+    return secagg_range(clip_of(params), round_config(params, cohort), cohort)
+
+
 def requested_threshold(params: Mapping[str, Any], cohort: int) -> int:
     """t is fixed by the cohort the aggregator committed to (the signed setup), not by who answered:
     above cohort/2 (up to 2/3 on request), at least min_clients and secagg_threshold. Clients get the
@@ -69,10 +77,14 @@ def requested_threshold(params: Mapping[str, Any], cohort: int) -> int:
 
 
 async def server_round(ctx, channel, keyring: KeyRing, *, round: int, sampled, global_w, shape,
-                       joined: dict, clients) -> Decoded:
-    """One secure round from ANNOUNCE to the decoded weighted average; raises TooFewClients."""
+                       joined: dict, clients, incarnations: dict | None = None) -> Decoded:
+    """One secure round from ANNOUNCE to the decoded weighted average; raises TooFewClients.
+
+    `incarnations` (client -> the id its JOIN carries) tells a restarted client from one that
+    only said hello again after a quiet spell: only the first needs the ANNOUNCE resent; a
+    second ANNOUNCE to the other would start a second session and void its first one."""
     p = {**ctx.params, "secure_aggregation": True}
-    clip, timeout = clip_of(p), float(p["round_timeout_s"])
+    clip, timeout = secure_clip(p, len(sampled)), float(p["round_timeout_s"])
     scale = max([float(joined.get(c, {}).get("num_examples", 0.0)) for c in sampled] + [1.0])
     setup = setup_for(p, round=round, attempt=ctx.task.attempt, global_w=global_w, shape=shape, cohort=sampled,
                       clip=clip, weight_scale=scale)
@@ -89,6 +101,11 @@ async def server_round(ctx, channel, keyring: KeyRing, *, round: int, sampled, g
                 continue
             if message.kind == RoundKind.JOIN and message.sender in clients:
                 joined[message.sender] = dict(message.metrics)
+                if incarnations is not None:
+                    restarted = incarnations.get(message.sender) != message.body
+                    incarnations[message.sender] = message.body
+                    if not restarted:
+                        continue
                 # Restarted before advertising: ask again (as the plain path does). One that had
                 # advertised lost its secrets with the restart; it is a dropout of this round.
                 if (state.collecting is Stage.ADVERTISE and message.sender in sampled
@@ -118,8 +135,13 @@ class ClientSession:
     async def start(self, announce: RoundMessage, setup: RoundSetup, weights, global_w, num_examples: int,
                     loss: float) -> None:
         """After check_setup: the setup's hash is bound into every key and signature of the round."""
-        cfg = quant_config(setup.clip, len(setup.cohort))
-        codes = encode_update(weights, global_w, client_weight(num_examples, setup.weight_scale), loss, cfg)
+        cohort = len(setup.cohort)
+        cfg = quant_config(setup.clip, cohort)
+        weight = client_weight(num_examples, setup.weight_scale)
+        dp = round_config(self.ctx.params, cohort)  # from the flow's params, never from the aggregator
+        if dp is not None:  # DP-FedAvg: unit weight, L2-clipped delta, plus a noise share if distributed
+            weights, weight, loss = privatize_update(weights, global_w, dp, cohort), 1.0, 0.0
+        codes = encode_update(weights, global_w, weight, loss, cfg)
         rctx = round_context(self.ctx.task, announce.round, announce.attempt, setup.digest())
         self.state, outgoing = client_start(rctx, self.keyring.party, self.aggregator, self.keyring, codes,
                                             threshold=setup.threshold, cohort=setup.cohort)
