@@ -156,15 +156,22 @@ class RoundChannel:
     def chunk_bytes(self) -> int:
         return self._chunk_bytes or chunk_bytes_for(self._bus)
 
+    async def layout(self) -> RoundLayout:
+        """Where this step's streams live on the rounds topic (a channel that only sends needs it too)."""
+        if self._layout is None:
+            t = self._task
+            partitions = await self._bus.partition_count(topics.ROUNDS.name)
+            self._layout = RoundLayout.of(t.task_id, [p.party for p in t.peers] + [t.party], partitions)
+        return self._layout
+
     async def open(self) -> "RoundChannel":
         if self._trust is None:
             raise ConfigurationError("round messages need this party's identity: set FERRY_FEDERATION__"
                                      "IDENTITY_KEY_FILE and FERRY_FEDERATION__KEY_REGISTRY (see docs/keys.md)")
         t = self._task
         self._trust.check_peers([p.party for p in t.peers] + [t.party])
-        partitions = await self._bus.partition_count(topics.ROUNDS.name)
-        self._layout = RoundLayout.of(t.task_id, [p.party for p in t.peers] + [t.party], partitions)
-        self._consumer = await self._bus.tail_partitions(topics.ROUNDS.name, self._layout.listens(t.party))
+        layout = await self.layout()
+        self._consumer = await self._bus.tail_partitions(topics.ROUNDS.name, layout.listens(t.party))
         return self
 
     async def close(self) -> None:
@@ -196,7 +203,7 @@ class RoundChannel:
         self.bytes_sent += payload_bytes(message)
         if self._trust is not None:
             message = sign_message(message, self._trust.identity)
-        partition = self._layout.destination(message.sender, message.recipient)
+        partition = (await self.layout()).destination(message.sender, message.recipient)
         chunks = split(message, self.chunk_bytes)
         key = self._task.task_id
         await self._publisher.publish_to_partitions([(topics.ROUNDS.name, partition, key, c) for c in chunks])

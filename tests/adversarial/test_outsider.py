@@ -58,7 +58,12 @@ def _mallory(party: str) -> Trust:
 
 
 async def _publish_raw(run, message: RoundMessage) -> None:
-    await EventPublisher(run.bus, "attacker", SystemClock()).publish(topics.ROUNDS.name, run.task_id, message)
+    """Written straight to the topic, where the step's receivers read (the layout is public)."""
+    layout = await run.channel(AGGREGATOR).layout()
+    partition = layout.destination(message.sender, message.recipient) if message.sender in layout.parties \
+        else layout.inbox(message.recipient or AGGREGATOR)
+    await EventPublisher(run.bus, "attacker", SystemClock()).publish_to_partitions(
+        [(topics.ROUNDS.name, partition, run.task_id, message)])
 
 
 def _same_outcome(run, honest) -> None:
