@@ -37,7 +37,7 @@ SOCKET = DOCKERD_DIR / "docker.sock"
 MIRROR = os.environ.get("FERRY_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
 BASES = {  # image name -> packages on top of minbase
-    "ferry-base-python": ("python3", "python3-venv", "ca-certificates", "libsodium23"),  # libsodium: ferry.psi
+    "ferry-base-python": ("python3", "python3-venv", "ca-certificates"),
 }
 TAG = SUITE
 
