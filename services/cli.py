@@ -1,4 +1,4 @@
-"""`ferry`: one command for the platform's services, flows, data and the dev broker."""
+"""`ferry`: one command for the platform's services, flows, data, the dev broker and the dev cluster."""
 
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ def _kafka(args: argparse.Namespace) -> int:
     from shared.devtools.kafka_broker import main as broker_main
 
     return broker_main(args.rest)
+
+
+def _k8s(args: argparse.Namespace) -> int:
+    from shared.devtools.k8s_cluster import main as cluster_main
+
+    return cluster_main(args.rest)
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -70,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run: first import the demo's breast-cancer parties into --work-dir")
     flow.set_defaults(run=_flow)
     for name, handler, help_text in (("kafka", _kafka, "fetch, start or stop the development Kafka broker"),
+                                     ("k8s", _k8s, "build, start or stop the development Kubernetes cluster"),
                                      ("data", _data, "import or inspect a party's LMDB data")):
         p = sub.add_parser(name, help=help_text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
