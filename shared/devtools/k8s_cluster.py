@@ -154,7 +154,7 @@ class Cluster:
 
     # ---- start / stop ----
 
-    def start(self, timeout_s: float = 90.0) -> ClusterState:
+    def start(self, timeout_s: float = 240.0) -> ClusterState:
         from shared.devtools import k8s_pki  # needs `cryptography`: imported where it is used
 
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -228,12 +228,12 @@ class Cluster:
     def stop_apiserver(self) -> None:
         self._terminate("kube-apiserver")
 
-    def start_apiserver(self, timeout_s: float = 60.0) -> None:
+    def start_apiserver(self, timeout_s: float = 180.0) -> None:
         """(Re)start the API server on its port and wait until it is ready."""
         if "kube-apiserver" not in self.state.pids:
             self._start_apiserver(time.monotonic() + timeout_s)
 
-    def restart_apiserver(self, down_s: float = 0.0, timeout_s: float = 60.0) -> None:
+    def restart_apiserver(self, down_s: float = 0.0, timeout_s: float = 180.0) -> None:
         """Stop the API server (SIGTERM), wait `down_s`, start it again on the same port."""
         self.stop_apiserver()
         time.sleep(down_s)

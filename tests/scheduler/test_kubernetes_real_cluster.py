@@ -41,7 +41,7 @@ class Recorder:
         return [o.phase for o in self.seen if algo_task_id in (None, o.algo_task_id)]
 
 
-async def eventually(check, timeout: float = 30.0, what: str = "condition"):
+async def eventually(check, timeout: float = 60.0, what: str = "condition"):
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = check()
