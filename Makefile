@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml examples/plugins/*/pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: install demo test kafka-up kafka-down proto bench-quick clean container-tools images compose-up compose-down vendor-js
+.PHONY: install demo test kafka-up kafka-down k8s-build k8s-up k8s-down k8s-status proto bench-quick clean container-tools images compose-up compose-down vendor-js
 
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,7 @@ demo: install
 test: install container-tools
 	$(PY) -m shared.devtools.kafka_broker fetch
 	bash shared/devtools/install_chromium.sh
+	$(PY) -m shared.devtools.k8s_cluster build
 	$(PY) -m pytest -q -p no:cacheprovider
 
 kafka-up: install
@@ -48,6 +49,19 @@ compose-up: install container-tools
 
 compose-down: install
 	$(PY) -m shared.devtools.containers down
+# A real Kubernetes control plane + kwok nodes (see README, "Kubernetes"); the first
+# k8s-build compiles it from the Go module proxy into ~/.cache/ferry/k8s.
+k8s-build: install
+	$(PY) -m shared.devtools.k8s_cluster build
+
+k8s-up: install
+	$(PY) -m shared.devtools.k8s_cluster up $(if $(NODES),--nodes $(NODES))
+
+k8s-down: install
+	$(PY) -m shared.devtools.k8s_cluster down
+
+k8s-status: install
+	$(PY) -m shared.devtools.k8s_cluster status
 
 proto: install
 	$(PY) -m shared.wire.codegen

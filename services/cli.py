@@ -1,4 +1,4 @@
-"""`ferry`: one command for the platform's services, flows, data and the dev broker."""
+"""`ferry`: one command for the platform's services, flows, data, the dev broker and the dev cluster."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ PASS_THROUGH = {"kafka": ("shared.devtools.kafka_broker", "fetch, start or stop 
                 "certs": ("services.certs_cli", "make the federation's CA and Kafka TLS certificates, broker TLS "
                                                 "properties and ACLs"),
                 "keys": ("services.executor.federation.keys_cli", "party identities: generate keys, build/validate "
-                                                                  "the federation key registry")}
+                                                                  "the federation key registry"),
+                "k8s": ("shared.devtools.k8s_cluster", "build, start, stop or inspect the development Kubernetes "
+                                                       "cluster")}
 
 
 def _topics(_args: argparse.Namespace) -> int:

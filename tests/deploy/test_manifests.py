@@ -45,7 +45,7 @@ def test_the_shipped_node_registry_parses():
     assert configmaps
     registry = parse_node_registry(yaml.safe_load(configmaps[0]["data"]["nodes.yaml"]), "deploy/k8s/10-config.yaml",
                                    "ferry")
-    assert registry.node_for("hospital-a").namespace == "ferry"
+    assert registry.node_for("hospital-a").namespace == "ferry-hospital-a"
 
 
 def test_every_service_has_probes_and_a_scrape_annotation():

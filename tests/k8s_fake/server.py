@@ -4,6 +4,15 @@ It stores objects, numbers every write with a global resourceVersion, keeps the
 event history for watches, and answers with Status objects the way the API
 server does. There is no controller: tests play the Job controller and the
 kubelet through the hook methods (create_pod, set_pod_phase, complete_job, ...).
+
+Why it stays next to the real control plane (tests/k8s_cluster_fixture.py): it injects
+failures a real cluster cannot produce on demand or in milliseconds -- a 410 sent as an
+HTTP status or as a watch ERROR event, a watch that drops mid-stream, a bookmark followed
+by compaction at an exact resourceVersion, a Job deleted between a 409 and the read, a
+failing sink -- so the runner's and watcher's edge cases run in the fast unit suite. What
+Kubernetes itself does (validation, defaulting, the Job controller, suspend, podFailurePolicy,
+garbage collection, RBAC) is tested against the real one in
+tests/scheduler/test_kubernetes_real_cluster.py and tests/deploy/test_deploy_real_cluster.py.
 """
 
 from __future__ import annotations
