@@ -20,10 +20,11 @@ from tests.dashboard.browser import artefact_dir, browser_errors, chromium
 from tests.dashboard.live import LivePlatform
 
 ROOT = Path(__file__).resolve().parents[2]
-# Enough rounds that a fast machine (the demo's round: ~0.2 s) is still mid-training when the
-# test clicks suspend after the first round; one local epoch each, so a loaded machine is not
-# stuck in training. Waits are long: a shared machine can be 10x slower than CI.
-ROUNDS = 30
+# Enough rounds that a quiet machine is still mid-training when the browser has drawn the first
+# point and clicks suspend (30 rounds were over before that on a quiet machine); one local epoch
+# each, so a loaded machine is not stuck in training. Waits are long: a shared machine can be 10x
+# slower than CI.
+ROUNDS = 200
 LOCAL_EPOCHS = 1
 SLOW = 900
 GREEN = "rgb(46,125,50)"

@@ -43,7 +43,8 @@ def broker(tmp_path):
 
 
 def test_readiness_fails_within_seconds_of_losing_the_broker_and_recovers_by_itself(broker, tmp_path):
-    platform = Platform(broker[0].bootstrap, tmp_path / "platform").start(work_dir=tmp_path / "work")
+    platform = Platform(broker[0].bootstrap, tmp_path / "platform",
+                        env=broker[0].client_env()).start(work_dir=tmp_path / "work")  # its own CA
     try:
         _wait_all(platform, "/readyz", 200, timeout_s=60)
         body = httpx.get(platform.services["monitor"].url + "/readyz", timeout=2).json()

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from services.executor.federation.identity import in_memory_federation
-from services.executor.federation.identity import in_memory_federation
 from services.executor.round_layout import RoundLayout
 from services.executor.transport import Reassembler, RoundChannel, from_tensors, split, to_tensors
 from shared import topics

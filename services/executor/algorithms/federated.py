@@ -25,6 +25,7 @@ is reported as dp_epsilon in the round's progress and the step's result.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import numpy as np
