@@ -6,7 +6,8 @@ Principals are roles (shared/pki.py maps a certificate's OU to ``User:<role>``):
 - services (splitter, scheduler, monitor) read their inputs, write their outputs, read their
   own outputs back (they rebuild state from them at start), see and create ``ferry.*`` topics
   (each one creates the catalogue at start) and use their own consumer group;
-- ``party`` (every executor) writes rounds, progress and dead letters and reads rounds: no
+- ``party`` (every executor) writes rounds, progress, observations (its own exit report) and dead
+  letters and reads rounds: no
   flow documents, plans, commands or other parties' progress;
 - ``upstream`` submits flows and follows rejections and task events;
 - any other principal (a certificate from the CA with another role) is allowed nothing, and a

@@ -36,7 +36,9 @@ COMMANDS = TopicSpec("ferry.commands", "flow_id", "TaskCommand",
                      ("monitor-api", "cli"), ("scheduler", "monitor"))
 JOBS = TopicSpec("ferry.jobs", "task_id", "JobEvent", ("scheduler",), ("monitor",))
 OBSERVATIONS = TopicSpec("ferry.observations", "task_id", "Observation",
-                         ("scheduler",), ("monitor",))
+                         # scheduler: runner facts; executor: its own exit report, its last act;
+                         # monitor: an executor declared lost after its heartbeats stopped
+                         ("scheduler", "executor", "monitor"), ("monitor",))
 PROGRESS = TopicSpec("ferry.progress", "task_id", "ExecutorProgress", ("executor",), ("monitor",))
 TASK_EVENTS = TopicSpec("ferry.task-events", "task_id (flow_id for flow changes)", "StateChanged",
                         ("monitor",), ("scheduler", "upstream"))

@@ -13,9 +13,14 @@ def _rights(principal: str) -> set[tuple[str, str]]:
             for a in federation_acls() if a.principal == principal}
 
 
-def test_a_party_writes_round_traffic_progress_and_dead_letters_and_reads_only_rounds():
+def test_a_party_writes_round_traffic_progress_its_exit_and_dead_letters_and_reads_only_rounds():
     assert _rights("User:party") == {("Write", "ferry.rounds"), ("Write", "ferry.progress"),
-                                     ("Write", "ferry.dead-letters"), ("Read", "ferry.rounds")}
+                                     ("Write", "ferry.observations"), ("Write", "ferry.dead-letters"),
+                                     ("Read", "ferry.rounds")}
+
+
+def test_the_monitor_may_declare_an_executor_lost():
+    assert ("Write", "ferry.observations") in _rights("User:monitor")
 
 
 def test_upstream_submits_flows_and_reads_verdicts_only():
