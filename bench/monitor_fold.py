@@ -22,6 +22,13 @@ import sys
 import time
 from pathlib import Path
 
+
+def _provenance() -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import provenance  # noqa: E402  (bench/ is not a package)
+
+    return provenance()
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.monitor.core import MonitorState, fold, step  # noqa: E402
@@ -181,6 +188,7 @@ def main() -> int:
         "events_per_s": round(n / total_s),
         "decode_events_per_s": round(n / decode_s), "step_events_per_s": round(n / step_s),
         "python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
+        **_provenance(),
     }
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(parents=True, exist_ok=True)
