@@ -21,11 +21,11 @@ from tests.dashboard.live import LivePlatform
 
 ROOT = Path(__file__).resolve().parents[2]
 # Enough rounds that a quiet machine is still mid-training when the browser has drawn the first
-# point and clicks suspend (30 rounds were over before that on a quiet machine); one local epoch
-# each, so a loaded machine is not stuck in training. Waits are long: a shared machine can be 10x
-# slower than CI.
-ROUNDS = 200
-LOCAL_EPOCHS = 1
+# point and clicks suspend (30 and 200 rounds were over before that on a quiet machine: a round
+# takes milliseconds); below the monitor's 1000 kept rounds. Waits are long: a shared machine can
+# be 10x slower than CI.
+ROUNDS = 900
+LOCAL_EPOCHS = 3
 SLOW = 900
 GREEN = "rgb(46,125,50)"
 ORANGE = "rgb(245,124,0)"

@@ -246,7 +246,7 @@ async def _inject(bootstrap: str, flow_id: str, seed: int) -> None:
         await bus.stop()
 
 
-def test_broker_stopped_mid_training_and_started_again_changes_nothing(rig, ledger, tmp_path):
+def test_broker_stopped_mid_training_and_started_again_changes_nothing(rig, ledger, tmp_path, monkeypatch):
     """The platform on its own broker, stopped for a few seconds at a seeded moment mid-training."""
     _, reference, duration_s = rig
     from services.demo import prepare_parties
@@ -255,6 +255,9 @@ def test_broker_stopped_mid_training_and_started_again_changes_nothing(rig, ledg
     plan = Plan.draw(seed, "broker", window_s=max(duration_s * 0.5, 1.0))
     print(f"faults trial: {plan.describe()}", flush=True)
     handles = [start_broker(tmp_path / "kafka")]
+    # This process's own clients (submit, wait) must trust this broker's CA, not the session's.
+    for name, value in handles[0].client_env().items():
+        monkeypatch.setenv(name, value)
     work = tmp_path / "work"
     work.mkdir()
     prepare_parties(work)
