@@ -70,11 +70,16 @@ class _ProcessHandle:
             os.killpg(self._process.pid, signal.SIGKILL)
 
     def diagnostics(self) -> str:
-        try:
-            tail = self._log_path.read_text(errors="replace")[-8000:]
-        except OSError:
-            return ""
-        return f"{failure_summary(tail)}\n--- log tail ---\n{tail[-1500:]}"
+        return log_diagnostics(self._log_path)
+
+
+def log_diagnostics(log_path) -> str:
+    """Why an executor failed, from the tail of its log: the failure summary, then the tail."""
+    try:
+        tail = log_path.read_text(errors="replace")[-8000:]
+    except OSError:
+        return ""
+    return f"{failure_summary(tail)}\n--- log tail ---\n{tail[-1500:]}"
 
 
 class LocalProcessLauncher:

@@ -29,7 +29,7 @@ from pathlib import Path
 import structlog
 
 from services.executor.liveness import exit_file
-from services.scheduler.adapters.launchers import LocalProcessLauncher, failure_summary
+from services.scheduler.adapters.launchers import LocalProcessLauncher, log_diagnostics
 from services.scheduler.core.exits import Intent
 from shared.events import AlgorithmTaskSpec
 from shared.wire.codec import spec_from_text, spec_to_text
@@ -148,11 +148,7 @@ class AdoptedHandle:
         self._signal(signal.SIGKILL)
 
     def diagnostics(self) -> str:
-        try:
-            tail = self._log_path.read_text(errors="replace")[-8000:]
-        except OSError:
-            return ""
-        return f"{failure_summary(tail)}\n--- log tail ---\n{tail[-1500:]}"
+        return log_diagnostics(self._log_path)
 
 
 class LeasingLauncher:
