@@ -244,6 +244,16 @@ class Platform:
 
     # -- executor processes ----------------------------------------------------------------------------
 
+    def wait_executors_gone(self, flow_id: str | None = None, timeout_s: float = 30) -> None:
+        """Wait for a finished flow's executors to exit.
+
+        An executor's exit report is its last message, sent before it closes its Kafka clients
+        and the interpreter tears down, so a flow can read SUCCEEDED while its processes are
+        still leaving; what matters to a user is that none lingers.
+        """
+        self.wait_until(lambda: not self.executors(flow_id), f"the executors of {flow_id or 'every flow'} to exit",
+                        timeout_s=timeout_s)
+
     def executors(self, flow_id: str | None = None) -> list[ExecutorProcess]:
         """The scheduler's live executor processes (zombies excluded), optionally of one flow."""
         from shared.wire.codec import spec_from_text

@@ -92,7 +92,7 @@ def test_diamond_dependencies_release_each_step_after_its_dependencies_succeeded
             assert started is not None
             assert started["at_ms"] >= max(succeeded_at[dep] for dep in deps), (step, started, succeeded_at)
     assert succeeded_at["c"] > succeeded_at["b"]  # c sleeps longer: d really waited for the later one
-    assert not platform.executors(flow_id)
+    platform.wait_executors_gone(flow_id)
 
 
 # -- 2. suspend and resume mid-training --------------------------------------------------------------
@@ -169,7 +169,7 @@ def test_suspend_and_resume_mid_training_ends_with_the_uninterrupted_model(platf
     scores = [{k: _aggregator(platform, f)["metrics"][k] for k in ("test_accuracy", "test_loss")}
               for f in (reference, resumed)]
     assert scores[0] == scores[1]
-    assert not platform.executors()
+    platform.wait_executors_gone()
 
 
 # -- 3. cancel -----------------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def test_a_killed_executor_is_retried_and_a_non_retriable_failure_is_not(platfor
     assert "executor.failed: ConfigurationError: ferry.noop was asked to fail" in algo["reason"], algo["reason"]
     assert after["status"] == "CANCELLED"
     assert _first(platform.history("algorithm-tasks", after["algorithm_tasks"][0]["algo_task_id"]), ACTIVE) is None
-    assert not platform.executors()
+    platform.wait_executors_gone()
 
 
 # -- 5. missing data ----------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def test_psi_encrypted_training_and_prediction_over_kafka(platform, work_dir):
     assert _weights(work_dir, flow_id, GUEST).shape == (16,) and _weights(work_dir, flow_id, HOST).shape == (15,)
     assert not list((work_dir / "parties" / ARBITER).rglob("hetero-lr-*"))
     assert _algo(platform, flow_id, "predict", GUEST)["metrics"]["rows"] == align[GUEST]["shared"]
-    assert not platform.executors(flow_id)
+    platform.wait_executors_gone(flow_id)
 
 
 def test_suspend_and_resume_mid_training_over_kafka_ends_with_the_uninterrupted_model(platform, work_dir):
@@ -108,4 +108,4 @@ def test_suspend_and_resume_mid_training_over_kafka_ends_with_the_uninterrupted_
     assert view["status"] == "SUCCEEDED", (view, platform.logs())
     for party in (GUEST, HOST):
         assert _weights(work_dir, resumed, party).tobytes() == _weights(work_dir, reference, party).tobytes(), party
-    assert not platform.executors()
+    platform.wait_executors_gone()
