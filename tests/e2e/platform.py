@@ -95,6 +95,72 @@ class ExecutorProcess:
     attempt: int
 
 
+def live_executors(parent_pid: int | None = None) -> list[ExecutorProcess]:
+    """Every live executor process (zombies excluded) read from /proc, optionally only the children
+    of `parent_pid`; an executor is known by the FERRY_TASK_SPEC in its environment."""
+    from shared.wire.codec import spec_from_text
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            state, ppid = fields[0], int(fields[1])
+            if state in ("Z", "X") or (parent_pid is not None and ppid != parent_pid):
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        text = next((v[len(b"FERRY_TASK_SPEC="):] for v in environ if v.startswith(b"FERRY_TASK_SPEC=")), None)
+        if text is not None:
+            spec = spec_from_text(text.decode())
+            found.append(ExecutorProcess(int(entry.name), spec.algo_task_id, spec.flow_id, spec.attempt))
+    return sorted(found, key=lambda e: (e.algo_task_id, e.pid))
+
+
+def executor_pids(flow_id: str) -> dict[str, int]:
+    """algo_task_id -> pid of every live executor of `flow_id`, whoever its parent is."""
+    return {e.algo_task_id: e.pid for e in live_executors() if e.flow_id == flow_id}
+
+
+def platform_fixture(label: str, *, env: Mapping[str, str] | None = None, clean_exit: bool = True):
+    """A module-scoped `platform` fixture: one set of services per test module, stopped at its end
+    (and, with clean_exit, every service must exit 0). Pair it with the `work_dir` fixture of
+    tests/e2e/conftest.py, which gives each test its own work dir."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def platform(kafka_bootstrap, tmp_path_factory):
+        p = Platform(kafka_bootstrap, tmp_path_factory.mktemp(label), env=env).start()
+        try:
+            yield p
+        finally:
+            codes = p.stop()
+            if clean_exit:
+                assert set(codes.values()) <= {0}, (codes, p.logs())
+    return platform
+
+
+def new_flow_id(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def noop_step(name: str, parties=("node-a",), *, depends_on=(), **params) -> dict:
+    """A ferry.noop step of a flow document (params: sleep_s, fail, ...)."""
+    step = {"name": name, "algorithm": "ferry.noop", "version": "1", "params": params,
+            "parties": {"worker": list(parties)}}
+    if depends_on:
+        step["depends_on"] = list(depends_on)
+    return step
+
+
+def algorithm_tasks(view: dict) -> dict[str, dict]:
+    """algo_task_id -> algorithm task view, over every task of a flow view."""
+    return {a["algo_task_id"]: a for t in view["tasks"] for a in t["algorithm_tasks"]}
+
+
 class Platform:
     def __init__(self, bootstrap: str, root_dir: Path, *, max_attempts: int = 3,
                  env: Mapping[str, str] | None = None):
@@ -256,28 +322,8 @@ class Platform:
 
     def executors(self, flow_id: str | None = None) -> list[ExecutorProcess]:
         """The scheduler's live executor processes (zombies excluded), optionally of one flow."""
-        from shared.wire.codec import spec_from_text
-
         scheduler = self.services.get("scheduler")
         if scheduler is None:
             return []
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
-                state, ppid = fields[0], int(fields[1])
-                if ppid != scheduler.process.pid or state in ("Z", "X"):
-                    continue
-                environ = (entry / "environ").read_bytes().split(b"\0")
-            except (OSError, ValueError):
-                continue  # gone meanwhile
-            text = next((v[len(b"FERRY_TASK_SPEC="):] for v in environ if v.startswith(b"FERRY_TASK_SPEC=")), None)
-            if text is None:
-                continue
-            spec = spec_from_text(text.decode())
-            if flow_id is None or spec.flow_id == flow_id:
-                found.append(ExecutorProcess(int(entry.name), spec.algo_task_id, spec.flow_id, spec.attempt))
-        return sorted(found, key=lambda e: (e.algo_task_id, e.pid))
+        return [e for e in live_executors(parent_pid=scheduler.process.pid)
+                if flow_id is None or e.flow_id == flow_id]

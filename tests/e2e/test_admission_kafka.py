@@ -7,7 +7,7 @@ import time
 import uuid
 
 from tests.e2e.platform import Platform
-from tests.e2e.test_executors_outlive_scheduler import _noop, executor_pids
+from tests.e2e.platform import executor_pids, noop_step
 
 
 def test_a_party_limit_queues_executors_visibly_and_every_flow_succeeds(kafka_bootstrap, tmp_path):
@@ -16,7 +16,7 @@ def test_a_party_limit_queues_executors_visibly_and_every_flow_succeeds(kafka_bo
     try:
         flows = [f"adm-{uuid.uuid4().hex[:8]}" for _ in range(3)]
         for flow_id in flows:
-            platform.submit({"flow": "adm", "steps": [_noop("work", ("node-a",), sleep_s=2)]}, flow_id)
+            platform.submit({"flow": "adm", "steps": [noop_step("work", ("node-a",), sleep_s=2)]}, flow_id)
 
         most, queued_stage = 0, None
         deadline = time.monotonic() + 120

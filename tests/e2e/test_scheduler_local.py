@@ -11,51 +11,16 @@ import json
 import os
 import signal
 import time
-import uuid
 
 import numpy as np
-import pytest
 
-from tests.e2e.platform import Platform
+from tests.e2e.platform import Platform, algorithm_tasks, new_flow_id, noop_step, platform_fixture
 
 HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
 ACTIVE = ("SCHEDULED", "RUNNING")
 
 
-@pytest.fixture(scope="module")
-def platform(kafka_bootstrap, tmp_path_factory):
-    root = tmp_path_factory.mktemp("scheduler-e2e")
-    p = Platform(kafka_bootstrap, root).start()
-    try:
-        yield p
-    finally:
-        codes = p.stop()
-        assert set(codes.values()) <= {0}, (codes, p.logs())
-
-
-@pytest.fixture
-def work_dir(platform, tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    platform.use_work_dir(work)
-    return work
-
-
-def _flow_id(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-def _noop(name: str, parties=("node-a",), *, depends_on=(), **params) -> dict:
-    step = {"name": name, "algorithm": "ferry.noop", "version": "1", "params": params,
-            "parties": {"worker": list(parties)}}
-    if depends_on:
-        step["depends_on"] = list(depends_on)
-    return step
-
-
-def _algos(view: dict) -> dict[str, dict]:
-    """algo_task_id -> algorithm task view, over every task of a flow view."""
-    return {a["algo_task_id"]: a for t in view["tasks"] for a in t["algorithm_tasks"]}
+platform = platform_fixture("scheduler-e2e")
 
 
 def _first(history: list[dict], statuses) -> dict | None:
@@ -65,18 +30,18 @@ def _first(history: list[dict], statuses) -> dict | None:
 # -- 1. dispatch and dependencies --------------------------------------------------------------------
 
 def test_diamond_dependencies_release_each_step_after_its_dependencies_succeeded(platform, work_dir):
-    flow_id = _flow_id("diamond")
+    flow_id = new_flow_id("diamond")
     platform.submit({"flow": "diamond", "steps": [
-        _noop("a", sleep_s=0.2),
-        _noop("b", ("node-a", "node-b"), depends_on=["a"], sleep_s=0.1),
-        _noop("c", ("node-a", "node-b"), depends_on=["a"], sleep_s=2.0),
-        _noop("d", depends_on=["b", "c"]),
+        noop_step("a", sleep_s=0.2),
+        noop_step("b", ("node-a", "node-b"), depends_on=["a"], sleep_s=0.1),
+        noop_step("c", ("node-a", "node-b"), depends_on=["a"], sleep_s=2.0),
+        noop_step("d", depends_on=["b", "c"]),
     ]}, flow_id)
     view = platform.wait_flow(flow_id, timeout_s=90)
     assert view["status"] == "SUCCEEDED", (view, platform.logs())
     assert {t["task_id"].rsplit(".", 1)[-1]: t["status"] for t in view["tasks"]} == dict.fromkeys("abcd", "SUCCEEDED")
-    assert {a["status"] for a in _algos(view).values()} == {"SUCCEEDED"}
-    assert {a["attempt"] for a in _algos(view).values()} == {1}
+    assert {a["status"] for a in algorithm_tasks(view).values()} == {"SUCCEEDED"}
+    assert {a["attempt"] for a in algorithm_tasks(view).values()} == {1}
 
     tasks = {t["step"]: t for t in view["tasks"]}
     succeeded_at = {}
@@ -123,7 +88,7 @@ def test_suspend_and_resume_mid_training_ends_with_the_uninterrupted_model(platf
 
     prepare_parties(work_dir)
     rounds = 30
-    reference, resumed = _flow_id("fedavg-ref"), _flow_id("fedavg-sr")
+    reference, resumed = new_flow_id("fedavg-ref"), new_flow_id("fedavg-sr")
     platform.submit(_fedavg_flow(rounds), reference)
     platform.submit(_fedavg_flow(rounds), resumed)
 
@@ -135,7 +100,7 @@ def test_suspend_and_resume_mid_training_ends_with_the_uninterrupted_model(platf
     view = platform.wait_flow(resumed, ("SUSPENDED", "SUCCEEDED", "FAILED", "CANCELLED"), timeout_s=60)
     assert view["status"] == "SUSPENDED", (view, platform.logs())
     assert [t["status"] for t in view["tasks"]] == ["SUSPENDED"]
-    assert {a["status"] for a in _algos(view).values()} == {"SUSPENDED"}
+    assert {a["status"] for a in algorithm_tasks(view).values()} == {"SUSPENDED"}
     stopped_at = _aggregator(platform, resumed)["round"]
     assert stopped_at < rounds
     platform.wait_until(lambda: not platform.executors(resumed), "the suspended executors to exit", timeout_s=10)
@@ -149,7 +114,7 @@ def test_suspend_and_resume_mid_training_ends_with_the_uninterrupted_model(platf
     platform.command("resume", resumed)
     view = platform.wait_flow(resumed, timeout_s=120)
     assert view["status"] == "SUCCEEDED", (view, platform.logs())
-    assert {a["attempt"] for a in _algos(view).values()} == {1}  # resumed, not retried
+    assert {a["attempt"] for a in algorithm_tasks(view).values()} == {1}  # resumed, not retried
     history = platform.history("algorithm-tasks", f"{resumed}.train.coordinator.aggregator")
     assert [r["to_status"] for r in history if r["outcome"] == "applied"].count("SUSPENDED") == 1
     resumes = [json.loads(line) for path in (work_dir / "logs").glob(f"*{resumed.lower()}*aggregator*.log")
@@ -175,10 +140,10 @@ def test_suspend_and_resume_mid_training_ends_with_the_uninterrupted_model(platf
 # -- 3. cancel -----------------------------------------------------------------------------------------
 
 def test_cancel_stops_running_executors_and_dependants_never_run(platform, work_dir):
-    flow_id = _flow_id("cancel")
+    flow_id = new_flow_id("cancel")
     platform.submit({"flow": "cancel", "steps": [
-        _noop("long", ("node-a", "node-b"), sleep_s=60),
-        _noop("after", depends_on=["long"]),
+        noop_step("long", ("node-a", "node-b"), sleep_s=60),
+        noop_step("after", depends_on=["long"]),
     ]}, flow_id)
 
     def both_running():
@@ -208,9 +173,9 @@ def test_cancel_stops_running_executors_and_dependants_never_run(platform, work_
 # -- 4. retries ------------------------------------------------------------------------------------
 
 def test_a_killed_executor_is_retried_and_a_non_retriable_failure_is_not(platform, work_dir):
-    killed, failing = _flow_id("killed"), _flow_id("failing")
-    platform.submit({"flow": "killed", "steps": [_noop("work", sleep_s=3)]}, killed)
-    platform.submit({"flow": "failing", "steps": [_noop("work", fail=True), _noop("next", depends_on=["work"])]},
+    killed, failing = new_flow_id("killed"), new_flow_id("failing")
+    platform.submit({"flow": "killed", "steps": [noop_step("work", sleep_s=3)]}, killed)
+    platform.submit({"flow": "failing", "steps": [noop_step("work", fail=True), noop_step("next", depends_on=["work"])]},
                     failing)
 
     def running_executor():
@@ -250,7 +215,7 @@ def test_a_party_without_its_data_fails_the_step_with_a_clear_reason(platform, w
     from services.demo import prepare_parties
 
     prepare_parties(work_dir)  # hospital-a/b/c and pooled; hospital-z has nothing on this node
-    missing_on_node, undeclared = _flow_id("nodata"), _flow_id("undeclared")
+    missing_on_node, undeclared = new_flow_id("nodata"), new_flow_id("undeclared")
     flow = _fedavg_flow(rounds=3)
     flow["parties"]["hospital-z"] = {"data": "breast_cancer"}
     flow["steps"][0]["parties"]["client"] = ["hospital-a", "hospital-z"]
@@ -267,7 +232,7 @@ def test_a_party_without_its_data_fails_the_step_with_a_clear_reason(platform, w
 
     view = platform.wait_flow(missing_on_node, timeout_s=60)
     assert view["status"] == "FAILED", (view, platform.logs())
-    algos = {a["party"]: a for a in _algos(view).values()}
+    algos = {a["party"]: a for a in algorithm_tasks(view).values()}
     missing = algos["hospital-z"]
     assert missing["status"] == "FAILED" and missing["attempt"] == 1
     assert "data error" in missing["reason"] and "not retriable" in missing["reason"], missing["reason"]
@@ -277,6 +242,6 @@ def test_a_party_without_its_data_fails_the_step_with_a_clear_reason(platform, w
     peers = [a["algo_task_id"] for a in algos.values() if a["party"] != "hospital-z"]
 
     def peers_cancelled():
-        statuses = {a["algo_task_id"]: a["status"] for a in _algos(platform.flow(missing_on_node)).values()}
+        statuses = {a["algo_task_id"]: a["status"] for a in algorithm_tasks(platform.flow(missing_on_node)).values()}
         return all(statuses[p] == "CANCELLED" for p in peers) and not platform.executors(missing_on_node)
     platform.wait_until(peers_cancelled, "the peers of the failed client to be cancelled", timeout_s=20)

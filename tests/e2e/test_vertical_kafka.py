@@ -11,35 +11,18 @@ from __future__ import annotations
 import copy
 import json
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 
 from services.executor.vertical.split import ARBITER, GUEST, HOST, prepare_vertical_parties
-from tests.e2e.platform import Platform
+from tests.e2e.platform import Platform, new_flow_id, platform_fixture
 
 FLOW = Path(__file__).resolve().parents[2] / "examples" / "flows" / "vertical_breast_cancer.yaml"
 
 
-@pytest.fixture(scope="module")
-def platform(kafka_bootstrap, tmp_path_factory):
-    p = Platform(kafka_bootstrap, tmp_path_factory.mktemp("vertical-e2e")).start()
-    try:
-        yield p
-    finally:
-        codes = p.stop()
-        assert set(codes.values()) <= {0}, (codes, p.logs())
-
-
-@pytest.fixture
-def work_dir(platform, tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    platform.use_work_dir(work)
-    return work
+platform = platform_fixture("vertical-e2e")
 
 
 def _doc(**train) -> dict:
@@ -60,7 +43,7 @@ def _weights(work_dir: Path, flow_id: str, party: str) -> np.ndarray:
 
 def test_psi_encrypted_training_and_prediction_over_kafka(platform, work_dir):
     prepare_vertical_parties(work_dir)
-    flow_id = f"vertical-{uuid.uuid4().hex[:8]}"
+    flow_id = new_flow_id("vertical")
     platform.submit(_doc(epochs=2, batch_size=128, tol=0.0, key_bits=512, insecure=True), flow_id)
     view = platform.wait_flow(flow_id, timeout_s=300)
     assert view["status"] == "SUCCEEDED", (view, platform.logs())
@@ -81,7 +64,7 @@ def test_suspend_and_resume_mid_training_over_kafka_ends_with_the_uninterrupted_
     doc = _doc(encryption="none", insecure=True, epochs=40, tol=0.0, timeout_s=60.0)
     doc["steps"] = [doc["steps"][1]]
     del doc["steps"][0]["depends_on"], doc["steps"][0]["params"]["align_with"]  # pre-aligned: no PSI
-    reference, resumed = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("vlr-ref", "vlr-sr"))
+    reference, resumed = new_flow_id("vlr-ref"), new_flow_id("vlr-sr")
     platform.submit(doc, reference)
     platform.submit(doc, resumed)
 
