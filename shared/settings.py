@@ -85,6 +85,16 @@ class SchedulerGroup(BaseModel):
                                             "knows about forked executors")
     namespace: str = Field("ferry", description="kubernetes runner: default namespace for Jobs")
     executor_image: str = Field("ferry:latest", description="kubernetes runner: executor image")
+    executor_identity_secret: str = Field(
+        "ferry-identity-{party}", description="kubernetes runner: the Secret in each party's namespace holding "
+                                              "identity.key, the party's Ed25519 key ('{party}' becomes its name)")
+    executor_key_registry: str = Field(
+        "ferry-keys", description="kubernetes runner: the ConfigMap in each party's namespace holding "
+                                  "keys.yaml, the federation's pinned public keys (`ferry keys registry "
+                                  "--configmap`)")
+    executor_kafka_tls_secret: str = Field(
+        "ferry-kafka-party", description="kubernetes runner: the Secret in each party's namespace holding "
+                                         "ca.crt, tls.crt and tls.key of a Kafka certificate of role party")
     adopt_poll_s: float = Field(0.5, description="local runner: how often the liveness of an executor "
                                                  "adopted from an earlier scheduler is checked")
     max_running_per_party: int = Field(0, description="executors running at once for one party (0: no limit); "

@@ -217,18 +217,26 @@ def _gated(settings: FerrySettings, clock: Clock, make_runner, node_of=lambda pa
     return lambda observe: AdmissionGate(make_runner, observe, limits, clock, node_of)
 
 
+_SCHEDULER_ONLY = frozenset({"FERRY_KAFKA__TLS_CA_FILE", "FERRY_KAFKA__TLS_CERT_FILE", "FERRY_KAFKA__TLS_KEY_FILE",
+                             "FERRY_KAFKA__TLS_CERT_DIR"})
+
+
 def _kubernetes(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
-    from services.scheduler.adapters.kubernetes import JobSettings, KubeApi, KubernetesRunner
+    from services.scheduler.adapters.kubernetes import JobSettings, KubeApi, KubernetesRunner, PartyCredentials
     from services.scheduler.adapters.node_registry import load_node_registry
 
     if settings.scheduler.node_registry is None:
         raise SystemExit("FERRY_SCHEDULER__NODE_REGISTRY must name the node registry (docs/node-registry.md)")
     registry = load_node_registry(settings.scheduler.node_registry, default_namespace=settings.scheduler.namespace)
     # Executors get the bus and logging settings only: the scheduler's own HTTP and runner
-    # settings must not leak into pods.
-    env = {k: v for k, v in os.environ.items() if k.startswith(("FERRY_KAFKA__", "FERRY_LOG__", "FERRY_RETRY__"))}
+    # settings must not leak into pods, nor its certificate's paths (a Pod mounts its party's own).
+    env = {k: v for k, v in os.environ.items() if k.startswith(("FERRY_KAFKA__", "FERRY_LOG__", "FERRY_RETRY__"))
+           and k not in _SCHEDULER_ONLY}
     env |= {"FERRY_KAFKA__BOOTSTRAP": settings.kafka.bootstrap, "FERRY_BUS__KIND": "kafka"}
-    job_settings = JobSettings(env=tuple(sorted(env.items())))
+    sched = settings.scheduler
+    credentials = PartyCredentials(sched.executor_identity_secret, sched.executor_key_registry,
+                                   "" if settings.kafka.insecure_plaintext else sched.executor_kafka_tls_secret)
+    job_settings = JobSettings(env=tuple(sorted(env.items())), credentials=credentials)
     def node_of(party: str) -> str:  # a party's placement: its namespace and node selector
         node = registry.node_for(party)
         return f"{node.namespace}/{sorted(node.node_selector.items())}"

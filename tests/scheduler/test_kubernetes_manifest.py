@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from services.scheduler.adapters.kubernetes import JobSettings, build_job_manifest, label_value
+from services.scheduler.adapters.kubernetes import JobSettings, PartyCredentials, build_job_manifest, label_value
 from services.scheduler.adapters.node_registry import parse_node_registry
 from shared.events import AlgorithmTaskSpec, Peer
 from shared.wire.codec import spec_from_text, spec_to_text
@@ -83,6 +83,11 @@ GOLDEN = {
                         {"name": "FERRY_EXECUTOR__ARTIFACTS_DIR", "value": "/var/lib/ferry/state/artifacts"},
                         {"name": "FERRY_EXECUTOR__CHECKPOINT_DIR", "value": "/var/lib/ferry/state/checkpoints"},
                         {"name": "FERRY_EXECUTOR__DATA_DIR", "value": "/var/lib/ferry/data"},
+                        {"name": "FERRY_FEDERATION__IDENTITY_KEY_FILE", "value": "/etc/ferry/identity/identity.key"},
+                        {"name": "FERRY_FEDERATION__KEY_REGISTRY", "value": "/etc/ferry/federation/keys.yaml"},
+                        {"name": "FERRY_KAFKA__TLS_CA_FILE", "value": "/etc/ferry/kafka-tls/ca.crt"},
+                        {"name": "FERRY_KAFKA__TLS_CERT_FILE", "value": "/etc/ferry/kafka-tls/tls.crt"},
+                        {"name": "FERRY_KAFKA__TLS_KEY_FILE", "value": "/etc/ferry/kafka-tls/tls.key"},
                         {"name": "FERRY_TASK_SPEC", "value": spec_to_text(SPEC)},
                         {"name": "FERRY_BUS__KIND", "value": "kafka"},
                         {"name": "FERRY_KAFKA__BOOTSTRAP", "value": "kafka:9092"},
@@ -90,6 +95,9 @@ GOLDEN = {
                     "volumeMounts": [
                         {"name": "data", "mountPath": "/var/lib/ferry/data", "readOnly": True},
                         {"name": "state", "mountPath": "/var/lib/ferry/state"},
+                        {"name": "identity", "mountPath": "/etc/ferry/identity", "readOnly": True},
+                        {"name": "key-registry", "mountPath": "/etc/ferry/federation", "readOnly": True},
+                        {"name": "kafka-tls", "mountPath": "/etc/ferry/kafka-tls", "readOnly": True},
                     ],
                     "terminationMessagePolicy": "FallbackToLogsOnError",
                     "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
@@ -98,6 +106,9 @@ GOLDEN = {
                 "volumes": [
                     {"name": "data", "persistentVolumeClaim": {"claimName": "hospital-a-data"}},
                     {"name": "state", "persistentVolumeClaim": {"claimName": "hospital-a-state"}},
+                    {"name": "identity", "secret": {"secretName": "ferry-identity-hospital-a", "defaultMode": 0o440}},
+                    {"name": "key-registry", "configMap": {"name": "ferry-keys"}},
+                    {"name": "kafka-tls", "secret": {"secretName": "ferry-kafka-party", "defaultMode": 0o440}},
                 ],
             },
         },
@@ -124,8 +135,10 @@ def test_a_party_without_volumes_gets_no_data_dir_and_a_scratch_state_volume():
     pod = build(spec, "coordinator")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert "FERRY_EXECUTOR__DATA_DIR" not in {e["name"] for e in container["env"]}
-    assert pod["volumes"] == [{"name": "state", "emptyDir": {}}]
-    assert container["volumeMounts"] == [{"name": "state", "mountPath": "/var/lib/ferry/state"}]
+    assert pod["volumes"][0] == {"name": "state", "emptyDir": {}}
+    assert [v["name"] for v in pod["volumes"]] == ["state", "identity", "key-registry", "kafka-tls"]
+    assert container["volumeMounts"][0] == {"name": "state", "mountPath": "/var/lib/ferry/state"}
+    assert pod["volumes"][1]["secret"]["secretName"] == "ferry-identity-coordinator"
     assert "resources" not in container and "affinity" not in pod and "serviceAccountName" not in pod
 
 
@@ -187,3 +200,23 @@ async def test_every_field_of_the_manifest_is_known_to_the_kubernetes_api_model(
     async with ApiClient() as client:
         job = client.deserialize(SimpleNamespace(data=json.dumps(GOLDEN)), "V1Job")
         assert client.sanitize_for_serialization(job) == GOLDEN
+
+
+def test_every_executor_mounts_its_own_partys_identity_and_kafka_certificate_not_the_schedulers():
+    # The scheduler's own certificate paths in its settings must not reach the Pod: the contract wins.
+    settings = JobSettings(env=(("FERRY_KAFKA__TLS_CERT_FILE", "/etc/ferry/scheduler.crt"),
+                                ("FERRY_FEDERATION__IDENTITY_KEY_FILE", "/elsewhere.key")))
+    env = {e["name"]: e["value"] for e in build(settings=settings)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["FERRY_KAFKA__TLS_CERT_FILE"] == "/etc/ferry/kafka-tls/tls.crt"
+    assert env["FERRY_FEDERATION__IDENTITY_KEY_FILE"] == "/etc/ferry/identity/identity.key"
+
+
+def test_credential_names_follow_the_settings_and_plaintext_development_mounts_no_kafka_certificate():
+    settings = JobSettings(credentials=PartyCredentials("keys-{party}", "registry-{party}", ""))
+    pod = build(settings=settings)["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["identity"]["secret"]["secretName"] == "keys-hospital-a"
+    assert volumes["key-registry"]["configMap"]["name"] == "registry-hospital-a"
+    assert "kafka-tls" not in volumes
+    env = {e["name"] for e in pod["containers"][0]["env"]}
+    assert not {n for n in env if n.startswith("FERRY_KAFKA__TLS_")}

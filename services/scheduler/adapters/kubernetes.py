@@ -72,9 +72,46 @@ def label_value(text: str) -> str:
     return f"{clean}-{digest}" if clean else digest
 
 
+IDENTITY_MOUNT, REGISTRY_MOUNT, KAFKA_TLS_MOUNT = "/etc/ferry/identity", "/etc/ferry/federation", "/etc/ferry/kafka-tls"
+
+
+@dataclass(frozen=True)
+class PartyCredentials:
+    """What a party's namespace holds for its executors (docs/keys.md, "On Kubernetes").
+
+    Names may contain '{party}'. The scheduler never reads them: the kubelet mounts them into
+    the Pod, so the scheduler needs no right on Secrets and one party's key never leaves its
+    namespace. kafka_tls_secret "" means no TLS (FERRY_KAFKA__INSECURE_PLAINTEXT, development).
+    """
+    identity_secret: str = "ferry-identity-{party}"  # key identity.key: the party's Ed25519 key (PKCS#8 PEM)
+    key_registry_config_map: str = "ferry-keys"  # key keys.yaml: the pinned keys (`ferry keys registry --configmap`)
+    kafka_tls_secret: str = "ferry-kafka-party"  # ca.crt, tls.crt, tls.key: a certificate of role `party`
+
+
+def _credential_volumes(party: str, credentials: PartyCredentials) -> tuple[dict[str, str], list[dict], list[dict]]:
+    """(executor environment, volumes, mounts) that bring the party's identity and Kafka certificate."""
+    env = {"FERRY_FEDERATION__IDENTITY_KEY_FILE": f"{IDENTITY_MOUNT}/identity.key",
+           "FERRY_FEDERATION__KEY_REGISTRY": f"{REGISTRY_MOUNT}/keys.yaml"}
+    # 0440 with the Pod's fsGroup: readable by the executor's user, by nobody else in the Pod.
+    volumes = [{"name": "identity", "secret": {"secretName": credentials.identity_secret.format(party=party),
+                                               "defaultMode": 0o440}},
+               {"name": "key-registry", "configMap": {"name": credentials.key_registry_config_map.format(party=party)}}]
+    mounts = [{"name": "identity", "mountPath": IDENTITY_MOUNT, "readOnly": True},
+              {"name": "key-registry", "mountPath": REGISTRY_MOUNT, "readOnly": True}]
+    if credentials.kafka_tls_secret:
+        env |= {"FERRY_KAFKA__TLS_CA_FILE": f"{KAFKA_TLS_MOUNT}/ca.crt",
+                "FERRY_KAFKA__TLS_CERT_FILE": f"{KAFKA_TLS_MOUNT}/tls.crt",
+                "FERRY_KAFKA__TLS_KEY_FILE": f"{KAFKA_TLS_MOUNT}/tls.key"}
+        volumes.append({"name": "kafka-tls", "secret": {
+            "secretName": credentials.kafka_tls_secret.format(party=party), "defaultMode": 0o440}})
+        mounts.append({"name": "kafka-tls", "mountPath": KAFKA_TLS_MOUNT, "readOnly": True})
+    return env, volumes, mounts
+
+
 @dataclass(frozen=True)
 class JobSettings:
     env: tuple[tuple[str, str], ...] = ()  # FERRY_* for the executor: bus, kafka, log settings
+    credentials: PartyCredentials = PartyCredentials()
     args: tuple[str, ...] = ("executor",)  # the image's entrypoint is `ferry`
     ttl_seconds_after_finished: int = 86_400  # long enough to read a failed executor's logs
     termination_grace_period_s: int = 300  # SIGTERM -> finish the step, checkpoint, exit 143
@@ -108,6 +145,10 @@ def build_job_manifest(spec: AlgorithmTaskSpec, node: PartyNode, image: str,
         contract["FERRY_EXECUTOR__DATA_DIR"] = node.data.mount_path
         volumes.insert(0, {"name": "data", **copy.deepcopy(dict(node.data.source))})
         mounts.insert(0, {"name": "data", "mountPath": node.data.mount_path, "readOnly": True})
+    secret_env, secret_volumes, secret_mounts = _credential_volumes(spec.party, settings.credentials)
+    contract |= secret_env
+    volumes += secret_volumes
+    mounts += secret_mounts
     env = [{"name": k, "value": v} for k, v in sorted(contract.items())]
     env += [{"name": k, "value": v} for k, v in sorted(settings.env) if k not in contract]
     container: dict[str, Any] = {
