@@ -154,6 +154,12 @@ FEDAVG = AlgorithmSpec(
         ParamSpec("dp_delta", "float", 1e-5, minimum=0.0, maximum=1.0),
         ParamSpec("dp_honest_fraction", "float", 1.0, minimum=0.0, maximum=1.0,
                   help="distributed DP: share of each cohort assumed to add its noise honestly"),
+        ParamSpec("local_dp", "bool", False,
+                  help="example-level local DP: each client trains with DP-SGD (Poisson batches, per-row clipping, "
+                       "Gaussian noise; Opacus per-example gradients and accountant) and reports its epsilon"),
+        ParamSpec("local_dp_clip", "float", 1.0, minimum=1e-9, help="local DP: L2 bound of each row's gradient"),
+        ParamSpec("local_dp_noise_multiplier", "float", 1.0, minimum=1e-6, maximum=1e6,
+                  help="local DP: noise std of each step's gradient sum is this times local_dp_clip"),
     ),
     checks=(_secure_needs_an_averaging_strategy, _enough_clients_for_krum, _compression_without_secure_aggregation,
             _dp_is_consistent),

@@ -110,6 +110,7 @@ PROBES = {
     "bins": (_histogram, {}), "low": (_histogram, {}), "high": (_histogram, {}),
     "min_cohort": (_cohort, {"secure_aggregation": True}), "secagg_threshold_fraction": (_cohort, {}),
     "update_clip_norm": (_clip_update, {}), "topk_fraction": (_topk, {"compression": "topk"}),
+    "local_dp_clip": (_train, {"local_dp": True}), "local_dp_noise_multiplier": (_train, {"local_dp": True}),
 }
 # Parameters whose value run time only counts with or waits for: nothing there can reject them.
 NO_RUNTIME_RANGE = {

@@ -36,6 +36,7 @@ from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_o
 from services.executor.federation.transcript import (AnnounceGate, RoundSetup, SetupRejected, check_setup,
                                                      setup_for)
 from services.executor.federation.updates import UpdateRejected, check_secure_sum, check_update, clip_update
+from services.executor.ml.local_dp import local_epsilon
 from services.executor.ml.compression import compress, decompress
 from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
 from services.executor.ml.privacy import central_average, effective_noise_multiplier, noised_average
@@ -131,7 +132,9 @@ class _Aggregation:
                     await ctx.report(round=r - 1, total_rounds=int(p["rounds"]), stage="evaluated",
                                      metrics=_global_scores(evaluations))
                 state, global_w = self.strategy.aggregate(state, global_w, updates)
-                metrics = {"train_loss": weighted_mean(losses), "clients": float(len(updates))}
+                metrics = {"clients": float(len(updates))}
+                if not p.get("local_dp"):  # under local DP the clients keep their losses to themselves
+                    metrics["train_loss"] = weighted_mean(losses)
             metrics = {**metrics, "round_s": ctx.clock.monotonic() - started,
                        "bytes_sent": float(self.channel.bytes_sent - sent),
                        "bytes_received": float(self.channel.bytes_received - received)}
@@ -288,6 +291,8 @@ class _Aggregation:
             return state, global_w, {"clients": float(decoded.clients), "rejected_sum": 1.0}
         average, metrics = decoded.average, {"train_loss": decoded.loss, "clients": float(decoded.clients),
                                              "secagg_clipped": decoded.clipped}
+        if p.get("local_dp"):
+            del metrics["train_loss"]  # the clients summed zeros: their losses are not noised
         if cfg is not None:
             if not cfg.distributed:  # the clients clipped; the aggregator adds the noise to their sum
                 average = noised_average(average, global_w, decoded.clients, cfg)
@@ -345,6 +350,9 @@ class TrainingClient:
         secure = (ClientSession(ctx, channel, KeyRing.from_trust(ctx.trust), aggregator)
                   if p.get("secure_aggregation") else None)
         gate = AnnounceGate()
+        latest = ctx.checkpoints.load_latest() if config.local_dp is not None else None
+        # DP-SGD steps spent before a restart still count towards this client's epsilon.
+        self._dp_steps = int(latest.meta.get("local_dp_steps", 0)) if latest is not None else 0
         while True:
             message = await channel.receive(0.5)
             ctx.check_stop()
@@ -377,18 +385,22 @@ class TrainingClient:
                                      epoch_offset=(message.round - 1) * config.local_epochs, seed=seed,
                                      global_weights=global_w)
                 weights = clip_update(result.weights, global_w, setup.clip_norm)
+                self._dp_steps += result.dp_steps
+                # Under local DP only the DP-SGD model leaves the party: not its (un-noised) loss.
+                loss = result.loss if config.local_dp is None else None
                 if secure is not None:  # the update leaves this party only masked
-                    await secure.start(message, setup, weights, global_w, result.num_examples, result.loss)
+                    await secure.start(message, setup, weights, global_w, result.num_examples, loss or 0.0)
                 else:
                     arrays, body = self._encoded(p, weights, global_w, seed, message.round)
                     await channel.send(channel.message(RoundKind.UPDATE, message.round, recipient=message.sender,
                                                        arrays=arrays, num_examples=result.num_examples,
-                                                       metrics={"loss": result.loss, **scores}, body=body))
+                                                       metrics={**({"loss": loss} if loss is not None else {}),
+                                                                **scores}, body=body))
                 ROUND_SECONDS.labels("client").observe(ctx.clock.monotonic() - started)
-                ctx.checkpoints.save(result.weights, {"round": message.round})
-                progress = {"train_s": result.elapsed_s}
-                if p.get("dp", "off") == "off":  # under DP only noised sums leave the party
-                    progress["train_loss"] = result.loss
+                ctx.checkpoints.save(result.weights, {"round": message.round, "local_dp_steps": self._dp_steps})
+                progress = {"train_s": result.elapsed_s, **self._local_privacy(p, config, len(data.y_train))}
+                if p.get("dp", "off") == "off" and loss is not None:  # under DP only noised sums leave the party
+                    progress["train_loss"] = loss
                 await ctx.report(round=message.round, total_rounds=int(p["rounds"]), stage="training",
                                  metrics={**progress, "bytes_sent": float(channel.bytes_sent - sent),
                                           "bytes_received": float(channel.bytes_received - received
@@ -421,6 +433,14 @@ class TrainingClient:
                              stage=f"refused ANNOUNCE from {message.sender}: {exc}"[:300])
             return None
         return setup
+    def _local_privacy(self, p, config: TrainConfig, n_train: int) -> dict[str, float]:
+        """This client's example-level (epsilon, delta) so far, when it trains with local DP."""
+        if config.local_dp is None:
+            return {}
+        delta = float(p.get("dp_delta", 1e-5))
+        return {"local_dp_epsilon": local_epsilon(config.local_dp, config.batch_size / n_train, self._dp_steps, delta),
+                "local_dp_delta": delta}
+
     def _encoded(self, p, weights, global_w, seed: int, round: int) -> tuple[dict[str, np.ndarray], bytes]:
         """The update as sent: the model itself, or its delta compressed (with error feedback for topk,
         kept in memory: a restarted client starts a fresh residual)."""
@@ -447,7 +467,8 @@ class TrainingClient:
         await ctx.report(round=message.round, total_rounds=int(p["rounds"]), stage="evaluated",
                          metrics={"accuracy": metrics["accuracy"], "loss": metrics["loss"]})
         return RoleResult(metrics={"test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],
-                                   "test_n": metrics["n"]})
+                                   "test_n": metrics["n"],
+                                   **self._local_privacy(p, TrainConfig.from_params(p), len(data.y_train))})
 
 
 def _score_previous(model, data, round: int) -> dict[str, float]:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .local_dp import LocalDp, dp_sgd_epoch
 from .metrics import classification_metrics
 from .models import ModelSpec, build_model, get_weights
 from .weights import Weights, check_compatible
@@ -40,6 +41,7 @@ class TrainConfig:
     lr: float = 0.1
     optimizer: str = "sgd"
     mu: float = 0.0             # FedProx proximal weight (Li et al. 2020); 0 disables it
+    local_dp: LocalDp | None = None  # DP-SGD on this party's rows (local_dp.py); None: plain SGD/Adam
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -51,8 +53,10 @@ class TrainConfig:
     def from_params(cls, params: Mapping[str, Any]) -> "TrainConfig":
         # mu is the FedProx term: it applies only when the flow chose fedprox.
         mu = float(params.get("mu", 0.0)) if params.get("strategy") == "fedprox" else 0.0
+        dp = (LocalDp(float(params.get("local_dp_clip", 1.0)), float(params.get("local_dp_noise_multiplier", 1.0)))
+              if params.get("local_dp") else None)
         return cls(int(params.get("local_epochs", 1)), int(params.get("batch_size", 32)),
-                   float(params.get("lr", 0.1)), str(params.get("optimizer", "sgd")), mu)
+                   float(params.get("lr", 0.1)), str(params.get("optimizer", "sgd")), mu, dp)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class TrainResult:
     loss: float                             # mean cross-entropy over the batches of this call
     optimizer_state: dict[str, np.ndarray]  # "<param>/<slot>" -> array; {} for plain SGD
     elapsed_s: float
+    dp_steps: int = 0                       # DP-SGD steps taken (local DP), for the accountant
 
 
 def batch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -148,6 +153,16 @@ def train_local(model: nn.Module, X, y, config: TrainConfig, *, epoch_offset: in
 
     model.train()
     loss_sum, seen = 0.0, 0
+    if config.local_dp is not None:  # Poisson batches and noise from the OS CSPRNG: not reproducible
+        prox = (lambda: 0.5 * config.mu * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))) \
+            if anchor is not None else None
+        steps = 0
+        for _ in range(config.local_epochs):
+            epoch_loss, epoch_seen, epoch_steps = dp_sgd_epoch(model, x_t, y_t, opt, config.local_dp,
+                                                               config.batch_size, prox)
+            loss_sum, seen, steps = loss_sum + epoch_loss, seen + epoch_seen, steps + epoch_steps
+        return TrainResult(get_weights(model), n, loss_sum / max(seen, 1), _optimizer_state_arrays(opt, names),
+                           time.perf_counter() - started, steps)
     for e in range(config.local_epochs):
         order = torch.from_numpy(batch_order(n, seed, epoch_offset + e))
         for start in range(0, n, config.batch_size):
