@@ -6,25 +6,18 @@ data and seeds; the round topic is read back to count what the clients sent.
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import time
 
 import pytest
 
-from services.demo import DEMO_FLOW, prepare_parties
-from services.embedded import EmbeddedPlatform
-from services.executor.transport import Reassembler
-from services.splitter.core.flow_document import load_document, parse_flow_document
-from shared import topics
 from shared.events import RoundKind
-from shared.wire import codec
+from tests.executor.demo_run import demo_document, run_demo_variant
 
 METHODS = {"int8": {}, "topk": {"topk_fraction": 0.25}}
 
 
 def _flow() -> dict:
-    document = copy.deepcopy(dict(load_document(DEMO_FLOW.read_text())))
+    document = demo_document()
     train = next(s for s in document["steps"] if s["name"] == "train")
     steps = [s for s in document["steps"] if s["name"] in ("validate", "standardise", "train")]
     for method, extra in METHODS.items():
@@ -38,24 +31,13 @@ def _flow() -> dict:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("compression")
-    prepare_parties(work)
-    flow = parse_flow_document(_flow(), default_flow_id=f"compress-{int(time.time())}")
-
-    async def go():
-        async with EmbeddedPlatform(work) as platform:
-            await platform.submit(flow)
-            view = await platform.wait_for(flow.flow_id, timeout_s=300)
-            sent: dict[str, int] = {}
-            assembler = Reassembler()
-            for record in platform.bus.records(topics.ROUNDS.name):
-                m = assembler.add(codec.decode(record.value).event)
-                if m is not None and m.kind == RoundKind.UPDATE:
-                    step = m.task_id.rsplit(".", 1)[-1]
-                    sent[step] = sent.get(step, 0) + sum(len(t.data) for t in m.tensors)
-            return view, sent
-
-    return asyncio.run(go())
+    demo = run_demo_variant(tmp_path_factory.mktemp("compression"), _flow(), "compress")
+    sent: dict[str, int] = {}
+    for m in demo.rounds:
+        if m.kind == RoundKind.UPDATE:
+            step = m.task_id.rsplit(".", 1)[-1]
+            sent[step] = sent.get(step, 0) + sum(len(t.data) for t in m.tensors)
+    return demo.view, sent
 
 
 def _accuracy(view, step: str) -> float:

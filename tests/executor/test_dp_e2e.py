@@ -11,28 +11,22 @@ average plus noise of the declared size, never the clipped average itself.
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import time
 
 import numpy as np
 import pytest
 
-from services.demo import DEMO_FLOW, prepare_parties
-from services.embedded import EmbeddedPlatform
 from services.executor.ml.privacy import clip_l2
 from services.executor.ml.privacy_accounting import epsilon
-from services.executor.transport import Reassembler, from_tensors
-from services.splitter.core.flow_document import load_document, parse_flow_document
-from shared import topics
+from services.executor.transport import from_tensors
 from shared.events import RoundKind
-from shared.wire import codec
+from tests.executor.demo_run import aggregator_of, demo_document, run_demo_variant
 
 ROUNDS, CLIP, SIGMA, TARGET = 8, 0.5, 0.6, 16.0
 
 
 def _dp_flow() -> dict:
-    document = copy.deepcopy(dict(load_document(DEMO_FLOW.read_text())))
+    document = demo_document()
     train = next(s for s in document["steps"] if s["name"] == "train")
     train["params"]["rounds"] = ROUNDS
     central, distributed, plain = (copy.deepcopy(train) for _ in range(3))
@@ -46,41 +40,18 @@ def _dp_flow() -> dict:
     return document
 
 
-def _records(bus, topic):
-    return [codec.decode(r.value).event for r in bus.records(topic)]
-
-
 @pytest.fixture(scope="module")
 def dp_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("dp-demo")
-    prepare_parties(work)
-    flow = parse_flow_document(_dp_flow(), default_flow_id=f"dp-{int(time.time())}")
-
-    async def run():
-        async with EmbeddedPlatform(work) as platform:
-            await platform.submit(flow)
-            view = await platform.wait_for(flow.flow_id, timeout_s=300)
-            assembler, rounds = Reassembler(), []
-            for event in _records(platform.bus, topics.ROUNDS.name):
-                message = assembler.add(event)
-                if message is not None:
-                    rounds.append(message)
-            return view, rounds, _records(platform.bus, topics.PROGRESS.name)
-
-    return asyncio.run(run())
-
-
-def _aggregator(view, step):
-    task = next(t for t in view["tasks"] if t["step"] == step)
-    return task, next(a for a in task["algorithm_tasks"] if a["role"] == "aggregator")
+    demo = run_demo_variant(tmp_path_factory.mktemp("dp-demo"), _dp_flow(), "dp")
+    return demo.view, demo.rounds, demo.progress
 
 
 def test_dp_steps_succeed_and_report_the_accountants_epsilon(dp_run):
     view, _, progress = dp_run
     assert view["status"] == "SUCCEEDED", view
-    _, central = _aggregator(view, "train-central")
-    _, distributed = _aggregator(view, "train-distributed")
-    _, plain = _aggregator(view, "train-plain")
+    _, central = aggregator_of(view, "train-central")
+    _, distributed = aggregator_of(view, "train-distributed")
+    _, plain = aggregator_of(view, "train-plain")
     assert central["metrics"]["dp_epsilon"] == pytest.approx(epsilon([SIGMA] * ROUNDS, 1e-5))
     assert central["metrics"]["dp_delta"] == 1e-5
     assert TARGET - 0.05 <= distributed["metrics"]["dp_epsilon"] <= TARGET  # every client's share was summed
@@ -125,8 +96,8 @@ def _flat(weights):
 
 def test_the_new_global_model_is_the_clipped_mean_plus_noise_of_the_declared_size(dp_run):
     view, messages, _ = dp_run
-    central_task, _ = _aggregator(view, "train-central")
-    plain_task, _ = _aggregator(view, "train-plain")
+    central_task, _ = aggregator_of(view, "train-central")
+    plain_task, _ = aggregator_of(view, "train-plain")
     # Central: the clients' plain updates are on the topic, so the noise is what is left over.
     g, mean_delta = _clipped_mean_delta(messages, central_task["task_id"])
     residual = _flat(_global_after_round(messages, central_task["task_id"], 1)) - g - mean_delta
@@ -134,7 +105,7 @@ def test_the_new_global_model_is_the_clipped_mean_plus_noise_of_the_declared_siz
     assert 0.6 < residual.std() / (SIGMA * CLIP / 3) < 1.5
     # Distributed: round 1 trains exactly as in the plain step (same model, seeds and data), so the
     # plain step's updates give the un-noised clipped mean the aggregator never got to see.
-    dist_task, distributed = _aggregator(view, "train-distributed")
+    dist_task, distributed = aggregator_of(view, "train-distributed")
     g, mean_delta = _clipped_mean_delta(messages, plain_task["task_id"])
     residual = _flat(_global_after_round(messages, dist_task["task_id"], 1)) - g - mean_delta
     sigma = distributed["metrics"]["dp_noise_multiplier"]

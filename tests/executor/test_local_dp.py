@@ -10,21 +10,14 @@ it, and a usable model remains.
 
 from __future__ import annotations
 
-import asyncio
-import copy
-import time
 
 import numpy as np
 import pytest
 
-from services.demo import DEMO_FLOW, prepare_parties
-from services.embedded import EmbeddedPlatform
 from services.executor.ml.local_dp import LocalDp, local_epsilon
 from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
 from services.executor.ml.training import TrainConfig, train_local
-from services.splitter.core.flow_document import load_document, parse_flow_document
-from shared import topics
-from shared.wire import codec
+from tests.executor.demo_run import aggregator_of, demo_document, run_demo_variant
 
 N, FEATURES, BATCH, LR = 400, 8, 40, 0.5
 
@@ -88,7 +81,7 @@ ROUNDS = 6
 
 
 def _local_dp_flow() -> dict:
-    document = copy.deepcopy(dict(load_document(DEMO_FLOW.read_text())))
+    document = demo_document()
     train = next(s for s in document["steps"] if s["name"] == "train")
     train["params"].update(rounds=ROUNDS, local_dp=True, local_dp_clip=1.0, local_dp_noise_multiplier=1.0)
     document["steps"] = [s for s in document["steps"] if s["name"] in ("validate", "standardise", "train")]
@@ -96,21 +89,11 @@ def _local_dp_flow() -> dict:
 
 
 def test_a_federation_with_local_dp_reports_each_clients_epsilon_and_keeps_losses_home(tmp_path):
-    prepare_parties(tmp_path)
-    flow = parse_flow_document(_local_dp_flow(), default_flow_id=f"local-dp-{int(time.time())}")
-
-    async def run():
-        async with EmbeddedPlatform(tmp_path) as platform:
-            await platform.submit(flow)
-            view = await platform.wait_for(flow.flow_id, timeout_s=300)
-            progress = [codec.decode(r.value).event for r in platform.bus.records(topics.PROGRESS.name)]
-            return view, progress
-
-    view, progress = asyncio.run(run())
+    demo = run_demo_variant(tmp_path, _local_dp_flow(), "local-dp")
+    view, progress = demo.view, demo.progress
     assert view["status"] == "SUCCEEDED", view
-    train = next(t for t in view["tasks"] if t["step"] == "train")
+    train, aggregator = aggregator_of(view, "train")
     clients = [a for a in train["algorithm_tasks"] if a["role"] == "client"]
-    aggregator = next(a for a in train["algorithm_tasks"] if a["role"] == "aggregator")
     assert len(clients) == 3
     for client in clients:
         reports = [p for p in progress if p.algo_task_id == client["algo_task_id"] and p.stage == "training"]

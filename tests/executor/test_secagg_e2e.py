@@ -11,28 +11,23 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from services.demo import DEMO_FLOW, prepare_parties
-from services.embedded import EmbeddedPlatform
 from services.executor.algorithms.federated import _Aggregation
 from services.executor.secagg.encoding import DEFAULT_CLIP, client_weight, encode_update, quant_config
 from services.executor.secagg.shell import masked_vectors
-from services.executor.transport import Reassembler, from_tensors
-from services.splitter.core.flow_document import load_document, parse_flow_document
-from shared import topics
+from services.executor.transport import from_tensors
 from shared.errors import ConfigurationError
-from shared.events import RoundKind, RoundMessage
-from shared.wire import codec
+from shared.events import RoundKind
+from tests.executor.demo_run import aggregator_of, demo_document, run_demo_variant
 
 
 def _secure_demo_flow() -> dict:
-    document = copy.deepcopy(dict(load_document(DEMO_FLOW.read_text())))
+    document = demo_document()
     steps = document["steps"]
     train = next(s for s in steps if s["name"] == "train")
     plain = copy.deepcopy(train)
@@ -43,42 +38,17 @@ def _secure_demo_flow() -> dict:
     return document
 
 
-def _round_messages(bus) -> list[RoundMessage]:
-    whole, assembler = [], Reassembler()
-    for record in bus.records(topics.ROUNDS.name):
-        message = assembler.add(codec.decode(record.value).event)
-        if message is not None:
-            whole.append(message)
-    return whole
-
-
 @pytest.fixture(scope="module")
 def secure_run(tmp_path_factory):
-    import asyncio
-
-    work = tmp_path_factory.mktemp("secagg-demo")
-    prepare_parties(work)
-    flow = parse_flow_document(_secure_demo_flow(), default_flow_id=f"secagg-{int(time.time())}")
-
-    async def run():
-        async with EmbeddedPlatform(work) as platform:
-            await platform.submit(flow)
-            view = await platform.wait_for(flow.flow_id, timeout_s=240)
-            return view, _round_messages(platform.bus)
-
-    return asyncio.run(run())
-
-
-def _aggregator(view, step):
-    task = next(t for t in view["tasks"] if t["step"] == step)
-    return task, next(a for a in task["algorithm_tasks"] if a["role"] == "aggregator")
+    demo = run_demo_variant(tmp_path_factory.mktemp("secagg-demo"), _secure_demo_flow(), "secagg", timeout_s=240)
+    return demo.view, demo.rounds
 
 
 def test_secure_fedavg_matches_the_plain_run_within_one_point(secure_run):
     view, _ = secure_run
     assert view["status"] == "SUCCEEDED", view
-    _, secure = _aggregator(view, "train")
-    _, plain = _aggregator(view, "train-plain")
+    _, secure = aggregator_of(view, "train")
+    _, plain = aggregator_of(view, "train-plain")
     assert secure["metrics"]["test_n"] == plain["metrics"]["test_n"] > 100
     assert plain["metrics"]["test_accuracy"] > 0.9
     assert abs(secure["metrics"]["test_accuracy"] - plain["metrics"]["test_accuracy"]) <= 0.01
@@ -89,7 +59,7 @@ def test_secure_fedavg_matches_the_plain_run_within_one_point(secure_run):
 
 def test_the_aggregator_never_receives_an_unmasked_update(secure_run):
     view, messages = secure_run
-    task, aggregator = _aggregator(view, "train")
+    task, aggregator = aggregator_of(view, "train")
     secure = [m for m in messages if m.task_id == task["task_id"]]
     to_aggregator = [m for m in secure if m.recipient == aggregator["party"]]
     assert to_aggregator and not any(m.kind == RoundKind.UPDATE for m in secure)
@@ -106,8 +76,8 @@ def test_the_aggregator_never_receives_an_unmasked_update(secure_run):
 def test_masked_inputs_differ_from_the_plain_updates(secure_run):
     """Round 1 trains alike in both steps (same model init, seeds, data): compare directly."""
     view, messages = secure_run
-    plain_task, _ = _aggregator(view, "train-plain")
-    secure_task, _ = _aggregator(view, "train")
+    plain_task, _ = aggregator_of(view, "train-plain")
+    secure_task, _ = aggregator_of(view, "train")
     plain = [m for m in messages if m.task_id == plain_task["task_id"] and m.round == 1]
     announce = next(m for m in plain if m.kind == RoundKind.ANNOUNCE)
     global_w = from_tensors(announce.tensors)
