@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -221,6 +222,14 @@ def build_kafka_image() -> str:
     return ref
 
 
+def torch_requirement() -> str:
+    """pyproject.toml's torch requirement (e.g. "torch>=2.4,<3"), the deps stage's first layer."""
+    import tomllib
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return next(r for r in dependencies if re.match(r"torch\s*([<>=~!;\[]|$)", r))
+
+
 def build_ferry_image(torch_index_url: str = "") -> str:
     base = ensure_base("ferry-base-python")
     digest = _inputs_hash(ROOT / "deploy/Dockerfile", ROOT / ".dockerignore", ROOT / "pyproject.toml",
@@ -228,7 +237,8 @@ def build_ferry_image(torch_index_url: str = "") -> str:
     if _up_to_date("ferry:latest", digest):
         return "ferry:latest"
     _run(["docker", "build", "--force-rm", "--network", "host", "-t", "ferry:latest", "--build-arg", f"BASE={base}",
-          "--build-arg", f"TORCH_INDEX_URL={torch_index_url}", "--label", f"ferry.inputs={digest}",
+          "--build-arg", f"TORCH_INDEX_URL={torch_index_url}", "--build-arg", f"TORCH_SPEC={torch_requirement()}",
+          "--label", f"ferry.inputs={digest}",
           "-f", str(ROOT / "deploy/Dockerfile"), str(ROOT)], timeout=3600, env=docker_env())
     return "ferry:latest"
 
