@@ -77,6 +77,25 @@ def _dp_is_consistent(params):
     return problems
 
 
+def _async_is_plain_averaging(params):
+    """aggregation: async (FedBuff) averages plain updates of every joined client"""
+    if params.get("aggregation", "sync") != "async":
+        return []
+    problems = []
+    if params.get("secure_aggregation"):
+        problems.append(("aggregation", "async cannot be combined with secure_aggregation: masks cancel only in a "
+                                        "sum of one round's cohort, and a buffer mixes clients of several versions"))
+    if params.get("dp", "off") != "off":
+        problems.append(("aggregation", "async cannot be combined with dp: DP-FedAvg's accounting is per round of "
+                                        "one cohort; use local_dp for example-level privacy"))
+    if params.get("strategy") in _ROBUST:
+        problems.append(("aggregation", f"async cannot be combined with strategy {params['strategy']!r}: a buffer "
+                                        f"is averaged; use an averaging strategy"))
+    if params.get("fraction_fit", 1.0) != 1.0:
+        problems.append(("fraction_fit", "async trains every joined client as soon as it is free: no sampling"))
+    return problems
+
+
 def _enough_clients_for_krum(params):
     """krum with krum_f=f needs min_clients >= f + 3"""
     f = params.get("krum_f")
@@ -154,6 +173,13 @@ FEDAVG = AlgorithmSpec(
         ParamSpec("dp_delta", "float", 1e-5, minimum=0.0, maximum=1.0),
         ParamSpec("dp_honest_fraction", "float", 1.0, minimum=0.0, maximum=1.0,
                   help="distributed DP: share of each cohort assumed to add its noise honestly"),
+        ParamSpec("aggregation", "str", "sync", choices=("sync", "async"),
+                  help="sync: each round waits for its sampled clients; async: FedBuff, the aggregator applies "
+                       "every async_buffer_size updates as they arrive, stale ones weighted 1/sqrt(1+staleness)"),
+        ParamSpec("async_buffer_size", "int", 2, minimum=1, maximum=100_000,
+                  help="async: updates applied together (at most the number of clients)"),
+        ParamSpec("async_max_staleness", "int", 4, minimum=0, maximum=10_000,
+                  help="async: updates trained on a model this many versions old or older are refused"),
         ParamSpec("local_dp", "bool", False,
                   help="example-level local DP: each client trains with DP-SGD (Poisson batches, per-row clipping, "
                        "Gaussian noise; Opacus per-example gradients and accountant) and reports its epsilon"),
@@ -162,7 +188,7 @@ FEDAVG = AlgorithmSpec(
                   help="local DP: noise std of each step's gradient sum is this times local_dp_clip"),
     ),
     checks=(_secure_needs_an_averaging_strategy, _enough_clients_for_krum, _compression_without_secure_aggregation,
-            _dp_is_consistent),
+            _dp_is_consistent, _async_is_plain_averaging),
     description="Federated training (FedAvg and friends) between clients and one aggregator.",
 )
 

@@ -30,6 +30,7 @@ import uuid
 
 import numpy as np
 
+from services.executor.algorithms.fedbuff import BufferedRounds
 from services.executor.algorithms.party_data import load_party_arrays
 from services.executor.algorithms.step_peers import TrainingFailed, aggregator_of, clients_of
 from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_outcome, sample_clients, weighted_mean
@@ -117,6 +118,9 @@ class _Aggregation:
             spec = ModelSpec.from_params(p, shape["n_features"], shape["n_classes"])
             global_w = get_weights(build_model(spec, int(p["seed"])))
             state, first = self.strategy.init_state(global_w), 1
+        if p.get("aggregation", "sync") == "async":
+            global_w = await BufferedRounds(self, state, global_w, shape, first).run()
+            return await self._finish(global_w, shape)
         for r in range(first, int(p["rounds"]) + 1):
             started = ctx.clock.monotonic()
             sent, received = self.channel.bytes_sent, self.channel.bytes_received
@@ -135,18 +139,24 @@ class _Aggregation:
                 metrics = {"clients": float(len(updates))}
                 if not p.get("local_dp"):  # under local DP the clients keep their losses to themselves
                     metrics["train_loss"] = weighted_mean(losses)
-            metrics = {**metrics, "round_s": ctx.clock.monotonic() - started,
-                       "bytes_sent": float(self.channel.bytes_sent - sent),
-                       "bytes_received": float(self.channel.bytes_received - received)}
-            server_arrays, server_meta = state_to_arrays(state)
-            ctx.checkpoints.save({**_prefixed("model/", global_w), **_prefixed("server/", server_arrays)},
-                                 {"round": r, "server": server_meta, "dp_multipliers": list(self.ledger.multipliers)})
-            metrics.update(self._privacy_metrics())
-            ROUND_SECONDS.labels("aggregator").observe(ctx.clock.monotonic() - started)
-            metrics = {**metrics, **self._server_evaluation(global_w, shape)}
-            await ctx.report(round=r, total_rounds=int(p["rounds"]), stage="training", metrics=metrics)
-            ctx.check_stop()
+            await self.complete_round(r, state, global_w, shape, metrics, started, (sent, received))
         return await self._finish(global_w, shape)
+
+    async def complete_round(self, r: int, state, global_w, shape, metrics: dict, started: float,
+                             bytes_before: tuple[int, int]) -> None:
+        """Checkpoint round r's model and server state, then report the round (the same for every mode)."""
+        ctx, p = self.ctx, self.p
+        metrics = {**metrics, "round_s": ctx.clock.monotonic() - started,
+                   "bytes_sent": float(self.channel.bytes_sent - bytes_before[0]),
+                   "bytes_received": float(self.channel.bytes_received - bytes_before[1])}
+        server_arrays, server_meta = state_to_arrays(state)
+        ctx.checkpoints.save({**_prefixed("model/", global_w), **_prefixed("server/", server_arrays)},
+                             {"round": r, "server": server_meta, "dp_multipliers": list(self.ledger.multipliers)})
+        metrics.update(self._privacy_metrics())
+        ROUND_SECONDS.labels("aggregator").observe(ctx.clock.monotonic() - started)
+        metrics = {**metrics, **self._server_evaluation(global_w, shape)}
+        await ctx.report(round=r, total_rounds=int(p["rounds"]), stage="training", metrics=metrics)
+        ctx.check_stop()
 
     def _central_dp_step(self, state, global_w, updates):
         """Central DP-FedAvg on plain updates: the aggregator clips, sums and noises."""

@@ -1,0 +1,110 @@
+"""Asynchronous (FedBuff) against synchronous FedAvg with one party five times slower.
+
+    python bench/fedbuff.py [--quick] [--out PATH]
+
+The platform as processes (tests/e2e/platform.py: splitter, scheduler with the
+local runner, monitor) on a real Kafka broker with mutual TLS, started here;
+the federation of tests/e2e/straggler.py (hospital-c holds five times the rows
+of the other two; the coordinator scores each version on rows no client trains
+on). Each flow is read back from the monitor's per-round history:
+
+  time        cumulative sum of the aggregator's own round_s (join and start-up excluded,
+              the same for both modes)
+  accuracy    the coordinator's server_accuracy after each version
+  target      the sync run's final server_accuracy
+  speedup     sync's time to first reach the target / async's time to first reach it
+              (async_speedup; null when async never reached it within its versions)
+
+The async flow may run up to three times as many versions as the sync one has rounds:
+a version is a buffer of two updates, not a round of three.
+Writes bench/results/fedbuff.json (top-level `async_speedup`, plus commit and clean_tree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import RESULTS, machine, provenance, table, write_json
+
+OUT = RESULTS / "fedbuff.json"
+
+
+def _run(platform, aggregation: str, rounds: int) -> dict:
+    from tests.e2e.platform import new_flow_id
+    from tests.e2e.straggler import ROWS, round_series, straggler_flow, trained_versions
+
+    flow_id = new_flow_id(f"bench-{aggregation}")
+    started = time.monotonic()
+    platform.submit(straggler_flow(aggregation, rounds), flow_id)
+    view = platform.wait_flow(flow_id, timeout_s=3600)
+    wall = time.monotonic() - started
+    if view["status"] != "SUCCEEDED":
+        raise RuntimeError(f"{aggregation}: {view['status']} {view.get('reason')}")
+    series = round_series(platform, flow_id)
+    points = [p for p in series["coordinator"] if "round_s" in p["metrics"]]
+    elapsed, curve = 0.0, []
+    for p in points:
+        elapsed += p["metrics"]["round_s"]
+        curve.append((p["round"], round(elapsed, 3), p["metrics"]["server_accuracy"]))
+    return {"aggregation": aggregation, "versions": len(points), "wall_s": round(wall, 1), "curve": curve,
+            "trained_versions": {p: trained_versions(series[p]) for p in ROWS}}
+
+
+def _time_to(curve, target: float) -> float | None:
+    return next((t for _, t, acc in curve if acc >= target), None)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="4 sync rounds (about a minute); writes only with --out")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    out = Path(args.out) if args.out else (None if args.quick else OUT)
+    sync_rounds = 4 if args.quick else 20
+
+    from shared.devtools.kafka_broker import start_broker, stop_broker
+    from tests.e2e.platform import Platform
+    from tests.e2e.straggler import prepare_straggler_parties
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="ferry-fedbuff-") as tmp:
+        root = Path(tmp)
+        handle = start_broker(root / "kafka")
+        os.environ.update(handle.client_env())
+        platform = Platform(handle.bootstrap, root / "platform")
+        work = root / "work"
+        work.mkdir()
+        prepare_straggler_parties(work)
+        try:
+            platform.start(work)
+            sync = _run(platform, "sync", sync_rounds)
+            asynchronous = _run(platform, "async", 3 * sync_rounds)
+        finally:
+            platform.stop()
+            stop_broker(handle)
+    target = sync["curve"][-1][2]
+    t_sync, t_async = _time_to(sync["curve"], target), _time_to(asynchronous["curve"], target)
+    speedup = round(t_sync / t_async, 2) if t_async else None
+    print(table(("mode", "versions", "time to target s", "final acc", "trained versions per party", "wall s"),
+                [(r["aggregation"], r["versions"], t, r["curve"][-1][2], r["trained_versions"], r["wall_s"])
+                 for r, t in ((sync, t_sync), (asynchronous, t_async))]))
+    print(f"target (sync final server accuracy) {target:.4f}; async_speedup {speedup}")
+    if out is not None:
+        write_json(out, {**provenance(), "async_speedup": speedup, "target_accuracy": target,
+                         "sync_time_to_target_s": t_sync, "async_time_to_target_s": t_async,
+                         "load_average_before": [round(x, 2) for x in load_before],
+                         "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                         "machine": machine(), "runs": [sync, asynchronous]})
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
