@@ -130,6 +130,9 @@ FEDAVG = AlgorithmSpec(
         ParamSpec("min_clients", "int", 1, minimum=1, help="fewest clients a round may aggregate; fewer fails the round"),
         ParamSpec("round_timeout_s", "float", 300.0, minimum=0.001,
                   help="seconds to wait for joins and for each round's updates"),
+        ParamSpec("min_round_s", "float", 0.0, minimum=0.0, maximum=600.0,
+                  help="the aggregator holds each round but the last open until it has lasted this long (demos, "
+                       "watching a flow live); suspend and cancel end the hold; round_s reports the work alone"),
         ParamSpec("secure_aggregation", "bool", False,
                   help="Bonawitz et al. secure aggregation: the aggregator sees only the sum"),
         ParamSpec("secagg_clip", "float", 4.0, minimum=1e-6, help="clip of update deltas before quantizing"),

@@ -115,6 +115,7 @@ PROBES = {
 NO_RUNTIME_RANGE = {
     "rounds": "the number of iterations of the round loop",
     "round_timeout_s": "a deadline offset", "timeout_s": "a deadline offset", "sleep_s": "a sleep",
+    "min_round_s": "a sleep (less the round's own time)",
     "min_rows": "compared with a row count", "feature_index": "an index checked against the data's width",
     "epochs": "the number of iterations of the epoch loop", "tol": "compared with the change in loss",
     "workers": "a thread-pool size", "threshold": "compared with a predicted probability",

@@ -71,6 +71,15 @@ def _prepare_privacy(ctx) -> None:
         round_config(ctx.params, max(1, len(_clients(ctx))))
 
 
+async def pace_round(ctx, started: float, min_round_s: float) -> None:
+    """Hold a round open until min_round_s has passed since it started. The wait is the
+    context's own sleep, so a suspend or cancel ends it at once; the round is already
+    checkpointed and reported by then, so a resumed aggregator goes on with the next one."""
+    wait = min_round_s - (ctx.clock.monotonic() - started)
+    if wait > 0:
+        await ctx.sleep(wait)
+
+
 class TrainingAggregator:
     async def run(self, ctx) -> RoleResult:
         _prepare_privacy(ctx)
@@ -143,6 +152,8 @@ class _Aggregation:
             metrics = {**metrics, **self._server_evaluation(global_w, shape)}
             await ctx.report(round=r, total_rounds=int(p["rounds"]), stage="training", metrics=metrics)
             ctx.check_stop()
+            if r < int(p["rounds"]):  # nothing follows the last round: no reason to hold it
+                await pace_round(ctx, started, float(p.get("min_round_s", 0.0)))
         return await self._finish(global_w, shape)
 
     def _central_dp_step(self, state, global_w, updates):
