@@ -8,6 +8,7 @@ imported by the executor alone.
 from __future__ import annotations
 
 from shared.algorithms import AlgorithmSpec, ParamSpec, RoleSpec
+from shared.dp_limits import smallest_target_epsilon
 
 _IMPL = "services.executor.algorithms"
 
@@ -58,9 +59,11 @@ def _dp_is_consistent(params):
         problems.append(("dp_noise_multiplier", f"dp={mode!r} needs dp_noise_multiplier or dp_target_epsilon"))
     elif len(given) == 2:
         problems.append(("dp_target_epsilon", "give dp_noise_multiplier or dp_target_epsilon, not both"))
-    for name in given:
-        if not params[name] > 0:
-            problems.append((name, f"must be > 0, got {params[name]}"))
+    delta = params.get("dp_delta", 1e-5)
+    if params.get("dp_target_epsilon") is not None and params["dp_target_epsilon"] < smallest_target_epsilon(delta):
+        problems.append(("dp_target_epsilon", f"must be >= {smallest_target_epsilon(delta):.4g} at dp_delta={delta}: "
+                                              f"the accountant certifies no smaller epsilon however much noise is "
+                                              f"added (raise dp_target_epsilon or dp_delta; shared/dp_limits.py)"))
     if params.get("strategy") in _ROBUST:
         problems.append(("dp", f"cannot be combined with strategy {params['strategy']!r}: DP-FedAvg noises "
                                f"the sum of clipped updates; use an averaging strategy"))
@@ -70,10 +73,6 @@ def _dp_is_consistent(params):
     if mode == "central" and params.get("dp_honest_fraction", 1.0) != 1.0:
         problems.append(("dp_honest_fraction", "applies to dp='distributed' only: in central mode the "
                                                "aggregator adds all the noise"))
-    if not 0.0 < params.get("dp_delta", 1e-5) < 1.0:
-        problems.append(("dp_delta", f"must be in (0, 1), got {params.get('dp_delta')}"))
-    if not params.get("dp_honest_fraction", 1.0) > 0:
-        problems.append(("dp_honest_fraction", "must be > 0: with no honest client, noise protects nothing"))
     return problems
 
 
@@ -149,6 +148,9 @@ FEDAVG = AlgorithmSpec(
         ParamSpec("min_clients", "int", 1, minimum=1, help="fewest clients a round may aggregate; fewer fails the round"),
         ParamSpec("round_timeout_s", "float", 300.0, minimum=0.001,
                   help="seconds to wait for joins and for each round's updates"),
+        ParamSpec("min_round_s", "float", 0.0, minimum=0.0, maximum=600.0,
+                  help="the aggregator holds each round but the last open until it has lasted this long (demos, "
+                       "watching a flow live); suspend and cancel end the hold; round_s reports the work alone"),
         ParamSpec("secure_aggregation", "bool", False,
                   help="Bonawitz et al. secure aggregation: the aggregator sees only the sum"),
         ParamSpec("secagg_clip", "float", 4.0, minimum=1e-6, help="clip of update deltas before quantizing"),
@@ -167,11 +169,13 @@ FEDAVG = AlgorithmSpec(
                   help="DP-FedAvg: clip each update, add Gaussian noise at the aggregator (central) or "
                        "a share at each client under secure aggregation (distributed)"),
         ParamSpec("dp_clip", "float", 1.0, minimum=1e-9, help="L2 bound C on each client's update delta"),
-        ParamSpec("dp_noise_multiplier", "float", minimum=0.0, help="sigma: noise std of the sum is sigma * C"),
-        ParamSpec("dp_target_epsilon", "float", minimum=0.0,
-                  help="epsilon after all rounds; the accountant picks the noise multiplier"),
-        ParamSpec("dp_delta", "float", 1e-5, minimum=0.0, maximum=1.0),
-        ParamSpec("dp_honest_fraction", "float", 1.0, minimum=0.0, maximum=1.0,
+        ParamSpec("dp_noise_multiplier", "float", minimum=1e-6, help="sigma: noise std of the sum is sigma * C"),
+        ParamSpec("dp_target_epsilon", "float", minimum=0.03,
+                  help="epsilon after all rounds; the accountant picks the noise multiplier (at least ~0.10 "
+                       "at dp_delta 1e-5: no noise certifies less)"),
+        ParamSpec("dp_delta", "float", 1e-5, minimum=1e-30, maximum=1e-3,
+                  help="delta of the (epsilon, delta) guarantee; above 1e-3 it would guarantee little"),
+        ParamSpec("dp_honest_fraction", "float", 1.0, minimum=1e-6, maximum=1.0,
                   help="distributed DP: share of each cohort assumed to add its noise honestly"),
         ParamSpec("aggregation", "str", "sync", choices=("sync", "async"),
                   help="sync: each round waits for its sampled clients; async: FedBuff, the aggregator applies "
@@ -239,6 +243,24 @@ _VERTICAL_DATA = (
 )
 
 
+def _even_key_bits(params):
+    """The key generator looks for a modulus of exactly key_bits bits made of two key_bits/2-bit
+    primes: with an odd size it would search forever."""
+    if params.get("key_bits", 2048) % 2:
+        return [("key_bits", f"must be even (two primes of key_bits / 2 bits each), got {params['key_bits']}")]
+    return []
+
+
+def _stable_l2_step(params):
+    """Each step scales the weights by 1 - lr * alpha besides the data's gradient (vertical/lr.py
+    step): from lr * alpha = 2 on that factor is <= -1 and the weights grow without bound."""
+    lr, alpha = params.get("lr", 0.15), params.get("alpha", 0.01)
+    if lr * alpha >= 2:
+        return [("alpha", f"lr x alpha must be < 2, got {lr} x {alpha} = {lr * alpha:g}: each step would scale "
+                          f"the weights by 1 - lr x alpha <= -1 and training would diverge")]
+    return []
+
+
 def _weak_privacy_needs_insecure(params):
     problems = []
     if params.get("encryption") == "none" and not params.get("insecure"):
@@ -276,7 +298,7 @@ HETERO_LR = AlgorithmSpec(
         ParamSpec("key_bits", "int", 2048, minimum=512, maximum=8192, help="Paillier modulus size"),
         ParamSpec("insecure", "bool", False, help="allow encryption none or keys under 2048 bits; warns loudly"),
     ),
-    checks=(_weak_privacy_needs_insecure,),
+    checks=(_weak_privacy_needs_insecure, _even_key_bits, _stable_l2_step),
     description="Vertical (hetero) logistic regression: guest with the label, hosts with other features of the "
                 "same people, an arbiter with the Paillier key; gradients travel encrypted and masked "
                 "(Hardy et al. 2017, FATE's hetero-LR).",

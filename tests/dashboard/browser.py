@@ -46,7 +46,10 @@ def browser_errors(driver) -> list[str]:
             if e["level"] == "SEVERE" and "the server responded with a status of 4" not in e["message"]]
 
 
-def artefact_dir() -> Path:
-    path = Path(os.environ.get("FERRY_TEST_ARTEFACTS", "/tmp/ferry-test-artefacts")) / "dashboard"
+def artefact_dir(tmp_path: Path) -> Path:
+    """Where a test's screenshots go: $FERRY_TEST_ARTEFACTS/dashboard when CI collects them,
+    else the test's own pytest tmp dir (pytest keeps the last three runs' dirs)."""
+    root = os.environ.get("FERRY_TEST_ARTEFACTS")
+    path = Path(root) / "dashboard" if root else tmp_path / "screenshots"
     path.mkdir(parents=True, exist_ok=True)
     return path

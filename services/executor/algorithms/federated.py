@@ -73,6 +73,15 @@ def _prepare_privacy(ctx) -> None:
         round_config(ctx.params, max(1, len(_clients(ctx))))
 
 
+async def pace_round(ctx, started: float, min_round_s: float) -> None:
+    """Hold a round open until min_round_s has passed since it started. The wait is the
+    context's own sleep, so a suspend or cancel ends it at once; the round is already
+    checkpointed and reported by then, so a resumed aggregator goes on with the next one."""
+    wait = min_round_s - (ctx.clock.monotonic() - started)
+    if wait > 0:
+        await ctx.sleep(wait)
+
+
 class TrainingAggregator:
     async def run(self, ctx) -> RoleResult:
         _prepare_privacy(ctx)
@@ -140,6 +149,8 @@ class _Aggregation:
                 if not p.get("local_dp"):  # under local DP the clients keep their losses to themselves
                     metrics["train_loss"] = weighted_mean(losses)
             await self.complete_round(r, state, global_w, shape, metrics, started, (sent, received))
+            if r < int(p["rounds"]):  # nothing follows the last round: no reason to hold it
+                await pace_round(ctx, started, float(p.get("min_round_s", 0.0)))
         return await self._finish(global_w, shape)
 
     async def complete_round(self, r: int, state, global_w, shape, metrics: dict, started: float,

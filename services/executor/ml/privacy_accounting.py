@@ -25,6 +25,8 @@ from functools import lru_cache
 from itertools import groupby
 from typing import Sequence
 
+from shared.dp_limits import RDP_ORDERS
+
 EPSILON_TOLERANCE = 0.01
 
 
@@ -54,7 +56,7 @@ def epsilon(multipliers: Sequence[float], delta: float) -> float:
     accountant.history = [(m, 1.0, len(list(group))) for m, group in groupby(multipliers)]
     with warnings.catch_warnings():  # "optimal order is the largest alpha": the bound is still valid
         warnings.simplefilter("ignore")
-        return float(accountant.get_epsilon(delta=delta))
+        return float(accountant.get_epsilon(delta=delta, alphas=list(RDP_ORDERS)))
 
 
 @lru_cache(maxsize=64)
@@ -68,7 +70,8 @@ def calibrate(target_epsilon: float, delta: float, rounds: int) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=1.0,
-                                          steps=rounds, accountant="rdp", epsilon_tolerance=EPSILON_TOLERANCE))
+                                          steps=rounds, accountant="rdp", epsilon_tolerance=EPSILON_TOLERANCE,
+                                          alphas=list(RDP_ORDERS)))
 
 
 def round_config(params, cohort: int):

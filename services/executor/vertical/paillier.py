@@ -25,7 +25,7 @@ import numpy as np
 from phe import paillier
 from phe.paillier import EncodedNumber, EncryptedNumber, PaillierPublicKey
 
-from shared.errors import DataError
+from shared.errors import ConfigurationError, DataError
 
 EXP = -8
 
@@ -142,6 +142,8 @@ class PaillierDecryptor:
     """The arbiter's side: holds the private key, which never leaves its process."""
 
     def __init__(self, bits: int):
+        if bits % 2:  # phe would search forever for two bits/2-bit primes whose product has odd length
+            raise ConfigurationError(f"params.key_bits must be even, got {bits}")
         self.public_key, self._private = paillier.generate_paillier_keypair(n_length=bits)
         self.backend = PaillierBackend(self.public_key)
 
