@@ -43,7 +43,7 @@ from services.executor.ml.models import ModelSpec, build_model, get_weights, set
 from services.executor.ml.privacy import central_average, effective_noise_multiplier, noised_average
 from services.executor.ml.privacy_accounting import PrivacyLedger, round_config
 from services.executor.ml.strategies import make_strategy, state_from_arrays, state_to_arrays
-from services.executor.ml.training import TrainConfig, evaluate, train_local
+from services.executor.ml.training import TrainConfig, evaluate, train_local, warm_up_torch
 from services.executor.secagg import KeyRing, ProtocolViolation, TooFewClients
 from services.executor.secagg.shell import ClientSession, secure_clip, server_round
 from services.executor.transport import RoundChannel, from_tensors, payload_bytes
@@ -354,6 +354,7 @@ class TrainingClient:
     async def run(self, ctx) -> RoleResult:
         data = load_party_arrays(ctx)
         _prepare_privacy(ctx)
+        warm_up_torch()  # before it joins: its first round then measures training, not imports
         channel = await RoundChannel.for_role(ctx).open()
         try:
             return await self._serve(ctx, channel, data)

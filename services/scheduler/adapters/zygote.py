@@ -31,7 +31,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_PRELOAD = ("torch", "services.executor.main", "services.executor.algorithms.federated", "shared.bus.kafka")
+# torch._dynamo: torch.optim imports it on a first step (seconds); forks then inherit it too.
+DEFAULT_PRELOAD = ("torch", "torch._dynamo", "services.executor.main", "services.executor.algorithms.federated",
+                   "shared.bus.kafka")
 
 
 class ZygoteProcess:
