@@ -193,7 +193,7 @@ PSI = AlgorithmSpec(
                       help="longest wait for another party's message"),
             ParamSpec("workers", "int", minimum=1, maximum=1024,
                       help="threads for the group operations (default and cap: this node's cores)")),
-    description="Private set intersection (ECDH over ristretto255): every party learns which ids all "
+    description="Private set intersection (ECDH: X25519 over ids hashed to the prime-order group): every party learns which ids all "
                 "share and keeps its rows of them in one agreed order (artifact psi-<step>) for "
                 "vertical training; nothing about the other ids.",
 )
