@@ -163,7 +163,7 @@ def psi_part(n: int) -> dict:
         columns = {"id": column.astype(np.int64), "v": np.zeros(n, np.float32)}
         put_table(party_dirs(work, party)["data"], "ids", Table(columns, Schema.infer(columns, features=("v",)), {}))
     doc = {"flow": f"psi-{n}", "parties": {GUEST: {"data": "ids"}, HOST: {"data": "ids"}},
-           "steps": [{"name": "align", "algorithm": "ferry.psi", "version": "1",
+           "steps": [{"name": "align", "algorithm": "ferry.psi", "version": "2",
                       "params": {"timeout_s": 7200.0}, "parties": {"guest": GUEST, "host": [HOST]}}]}
     load_before, started = _load(), time.perf_counter()
     view = _ok(asyncio.run(run_flow(work, doc, f"psi-{n}", timeout_s=7200)))

@@ -184,7 +184,7 @@ LOCAL_TRAIN = AlgorithmSpec(
 )
 
 PSI = AlgorithmSpec(
-    "ferry.psi", "1",
+    "ferry.psi", "2",  # 2: X25519 over curve25519 (1: ristretto255), points in 32k-point messages
     roles=(RoleSpec("guest", f"{_IMPL}.vertical_psi:PsiGuest", min_parties=1, max_parties=1,
                     help="matches the blinded ids; usually the party that holds the label"),
            RoleSpec("host", f"{_IMPL}.vertical_psi:PsiHost", min_parties=1)),
