@@ -26,7 +26,8 @@ bus, inline executors, LMDB party stores, the ferry.psi / ferry.hetero_lr roles)
    1000000; otherwise null (never extrapolated into that key). Each PSI row records the
    load average before and after it: both parties share this machine's cores (and,
    on the shared development machine, with everyone else's work), so a row measured
-   under load is an upper bound.
+   under load is an upper bound. cpu_s is the CPU time of the whole flow in this process
+   (both parties' executors run inline here), which load does not inflate.
 
 --parts runs some parts only and keeps the other parts' numbers from the existing JSON;
 `measured` says, per part, at which commit, on which tree and under which load it was taken.
@@ -165,13 +166,13 @@ def psi_part(n: int) -> dict:
     doc = {"flow": f"psi-{n}", "parties": {GUEST: {"data": "ids"}, HOST: {"data": "ids"}},
            "steps": [{"name": "align", "algorithm": "ferry.psi", "version": "2",
                       "params": {"timeout_s": 7200.0}, "parties": {"guest": GUEST, "host": [HOST]}}]}
-    load_before, started = _load(), time.perf_counter()
+    load_before, started, cpu = _load(), time.perf_counter(), time.process_time()
     view = _ok(asyncio.run(run_flow(work, doc, f"psi-{n}", timeout_s=7200)))
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     g, h = step_metrics(view, "align", "guest"), step_metrics(view, "align", "host")
     assert g["shared"] == h["shared"] == n - n // 2, (g, h)
     return {"n": n, "psi_s": round(max(g["psi_s"], h["psi_s"]), 2), "flow_s": round(wall, 2), "shared": int(g["shared"]),
-            "loadavg_before": load_before, "loadavg_after": _load(), "cores": os.cpu_count()}
+            "cpu_s": round(cpu, 2), "loadavg_before": load_before, "loadavg_after": _load(), "cores": os.cpu_count()}
 
 
 PARTS = ("accuracy", "cost", "psi")
