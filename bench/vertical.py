@@ -1,6 +1,7 @@
 """Vertical federated learning: PSI at scale, hetero LR vs centralized, and what encryption costs.
 
-    python bench/vertical.py [--quick] [--psi-sizes 10000,100000,1000000] [--encrypted-epochs 2] [--out PATH]
+    python bench/vertical.py [--quick] [--parts accuracy,cost,psi] [--psi-sizes 10000,100000,1000000]
+                             [--encrypted-epochs 2] [--out PATH]
 
 Every number comes from real flows on services.embedded.EmbeddedPlatform (in-process
 bus, inline executors, LMDB party stores, the ferry.psi / ferry.hetero_lr roles).
@@ -20,9 +21,16 @@ bus, inline executors, LMDB party stores, the ferry.psi / ferry.hetero_lr roles)
    guest's median epoch times, bytes_per_epoch what guest and host sent per epoch;
    max_weight_diff compares the encrypted run's model parts with the plain run's.
 3. PSI: guest and host with n ids each, 50 % shared, in random store order; psi_<n>_s is
-   the slower party's time from handshake to aligned view (keygen, hashing to ristretto255,
+   the slower party's time from handshake to aligned view (keygen, hashing to curve25519's group,
    two blindings, matching). psi_1m_s is the 1M x 1M run when --psi-sizes includes
-   1000000; otherwise null (never extrapolated into that key).
+   1000000; otherwise null (never extrapolated into that key). Each PSI row records the
+   load average before and after it: both parties share this machine's cores (and,
+   on the shared development machine, with everyone else's work), so a row measured
+   under load is an upper bound. cpu_s is the CPU time of the whole flow in this process
+   (both parties' executors run inline here), which load does not inflate.
+
+--parts runs some parts only and keeps the other parts' numbers from the existing JSON;
+`measured` says, per part, at which commit, on which tree and under which load it was taken.
 
 --quick (under a minute on an idle 2-core machine): part 1 as above, part 2 with one
 encrypted epoch on a ~40-row training subset (hospital and lab keep 30 % of the rows),
@@ -35,7 +43,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
+import json
+import os
 import sys
 import tempfile
 import time
@@ -46,14 +55,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, machine, mcnemar_exact_p, run_flow, step_metrics, table, write_json  # noqa: E402
+from bench._common import (RESULTS, machine, mcnemar_exact_p, provenance, run_flow, step_metrics, table,  # noqa: E402
+                           write_json)
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOW = ROOT / "examples" / "flows" / "vertical_breast_cancer.yaml"
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _document(train_params: dict) -> dict:
@@ -154,19 +164,24 @@ def psi_part(n: int) -> dict:
         columns = {"id": column.astype(np.int64), "v": np.zeros(n, np.float32)}
         put_table(party_dirs(work, party)["data"], "ids", Table(columns, Schema.infer(columns, features=("v",)), {}))
     doc = {"flow": f"psi-{n}", "parties": {GUEST: {"data": "ids"}, HOST: {"data": "ids"}},
-           "steps": [{"name": "align", "algorithm": "ferry.psi", "version": "1",
+           "steps": [{"name": "align", "algorithm": "ferry.psi", "version": "2",
                       "params": {"timeout_s": 7200.0}, "parties": {"guest": GUEST, "host": [HOST]}}]}
-    started = time.perf_counter()
+    load_before, started, cpu = _load(), time.perf_counter(), time.process_time()
     view = _ok(asyncio.run(run_flow(work, doc, f"psi-{n}", timeout_s=7200)))
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     g, h = step_metrics(view, "align", "guest"), step_metrics(view, "align", "host")
     assert g["shared"] == h["shared"] == n - n // 2, (g, h)
-    return {"n": n, "psi_s": round(max(g["psi_s"], h["psi_s"]), 2), "flow_s": round(wall, 2), "shared": int(g["shared"])}
+    return {"n": n, "psi_s": round(max(g["psi_s"], h["psi_s"]), 2), "flow_s": round(wall, 2), "shared": int(g["shared"]),
+            "cpu_s": round(cpu, 2), "loadavg_before": load_before, "loadavg_after": _load(), "cores": os.cpu_count()}
+
+
+PARTS = ("accuracy", "cost", "psi")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of " + ",".join(PARTS))
     parser.add_argument("--psi-sizes", default=None, help="comma-separated id counts per party")
     parser.add_argument("--encrypted-epochs", type=int, default=None)
     parser.add_argument("--key-bits", type=int, default=2048)
@@ -174,42 +189,65 @@ def main() -> None:
     args = parser.parse_args()
     if args.key_bits < 2048:
         raise SystemExit("--key-bits below 2048 would report an insecure configuration's cost")
+    parts = [p for p in args.parts.split(",") if p]
+    if not parts or set(parts) - set(PARTS):
+        raise SystemExit(f"--parts must name some of {', '.join(PARTS)}; got {args.parts!r}")
     sizes = [int(s) for s in (args.psi_sizes or ("10000" if args.quick else "10000,100000,1000000")).split(",")]
     epochs = args.encrypted_epochs or (1 if args.quick else 2)
-    commit, clean = _git("rev-parse", "--short", "HEAD"), _git("status", "--porcelain") == ""
 
     out = args.out or (None if args.quick else RESULTS / "vertical.json")
-    payload = {"gap_pt": None, "psi_1m_s": None, "s_per_epoch_encrypted": None, "s_per_epoch_plain": None,
-               "commit": commit, "clean_tree": clean, "quick": args.quick, "complete": False,
-               "psi_sizes": sizes, "machine": machine()}
+    payload = {"gap_pt": None, "psi_1m_s": None, "s_per_epoch_encrypted": None, "s_per_epoch_plain": None}
+    if set(parts) != set(PARTS) and out is not None and out.exists():
+        before = json.loads(out.read_text())  # the parts not run keep their numbers and their `measured`
+        payload.update(before)
+        if "measured" not in before:  # written before `measured` existed: every part is the top level's
+            payload["measured"] = {p: {"commit": before.get("commit"), "clean_tree": before.get("clean_tree"),
+                                       "when": before.get("machine", {}).get("when")}
+                                   for p, key in (("accuracy", "accuracy"), ("cost", "cost"), ("psi", "psi"))
+                                   if key in before}
+    started_at = provenance()  # the code that runs is the code at start, whatever happens to the tree meanwhile
+    payload.update(started_at, quick=args.quick, complete=False, machine=machine())
+    measured = payload.setdefault("measured", {})
 
-    def save() -> None:  # after every part: a run cut short still leaves what it measured
+    def save(part: str | None = None, load_before: list[float] | None = None) -> None:
+        # after every part: a run cut short still leaves what it measured
+        if part is not None:
+            measured[part] = {**started_at, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                              "loadavg_before": load_before, "loadavg_after": _load()}
         if out is not None:
             write_json(out, payload)
 
-    accuracy = accuracy_part(args.quick)
-    payload.update(gap_pt=accuracy["gap_pt"], accuracy=accuracy)
-    save()
-    print(table(["", "accuracy"], [["vertical (hetero LR)", f"{accuracy['vertical_accuracy']:.4f}"],
-                                   ["centralized (joined table)", f"{accuracy['centralized_accuracy']:.4f}"]]))
-    print(f"gap {accuracy['gap_pt']:+.2f} pt, McNemar p = {accuracy['p_mcnemar']:.3f} "
-          f"on {accuracy['test_rows']} held-out rows\n")
-    cost = cost_part(args.quick, epochs, args.key_bits)
-    payload.update(s_per_epoch_encrypted=cost["paillier"]["s_per_epoch"], s_per_epoch_plain=cost["none"]["s_per_epoch"],
-                   cost=cost)
-    save()
-    print(table(["mode", "s/epoch", "bytes/epoch", "epochs"],
-                [[m, f"{cost[m]['s_per_epoch']:.2f}", f"{cost[m]['bytes_per_epoch']:.0f}", cost[m]["epochs"]]
-                 for m in ("none", "paillier")]))
-    print(f"max |w_encrypted - w_plain| = {cost['max_weight_diff']:.2e} ({args.key_bits}-bit keys)\n")
-    payload["psi"] = []
-    for n in sizes:
-        payload["psi"].append(psi_part(n))
-        if n == 1_000_000:
-            payload["psi_1m_s"] = payload["psi"][-1]["psi_s"]
-        save()
-    print(table(["ids per party", "psi s", "shared"], [[p["n"], p["psi_s"], p["shared"]] for p in payload["psi"]]))
-    payload["complete"] = True
+    if "accuracy" in parts:
+        load = _load()
+        accuracy = accuracy_part(args.quick)
+        payload.update(gap_pt=accuracy["gap_pt"], accuracy=accuracy)
+        save("accuracy", load)
+        print(table(["", "accuracy"], [["vertical (hetero LR)", f"{accuracy['vertical_accuracy']:.4f}"],
+                                       ["centralized (joined table)", f"{accuracy['centralized_accuracy']:.4f}"]]))
+        print(f"gap {accuracy['gap_pt']:+.2f} pt, McNemar p = {accuracy['p_mcnemar']:.3f} "
+              f"on {accuracy['test_rows']} held-out rows\n")
+    if "cost" in parts:
+        load = _load()
+        cost = cost_part(args.quick, epochs, args.key_bits)
+        payload.update(s_per_epoch_encrypted=cost["paillier"]["s_per_epoch"],
+                       s_per_epoch_plain=cost["none"]["s_per_epoch"], cost=cost)
+        save("cost", load)
+        print(table(["mode", "s/epoch", "bytes/epoch", "epochs"],
+                    [[m, f"{cost[m]['s_per_epoch']:.2f}", f"{cost[m]['bytes_per_epoch']:.0f}", cost[m]["epochs"]]
+                     for m in ("none", "paillier")]))
+        print(f"max |w_encrypted - w_plain| = {cost['max_weight_diff']:.2e} ({args.key_bits}-bit keys)\n")
+    if "psi" in parts:
+        load = _load()
+        payload.update(psi=[], psi_sizes=sizes, psi_1m_s=None)
+        for n in sizes:
+            payload["psi"].append(psi_part(n))
+            if n == 1_000_000:
+                payload["psi_1m_s"] = payload["psi"][-1]["psi_s"]
+            save("psi", load)
+        print(table(["ids per party", "psi s", "shared", "load before", "load after"],
+                    [[p["n"], p["psi_s"], p["shared"], p["loadavg_before"][0], p["loadavg_after"][0]]
+                     for p in payload["psi"]]))
+    payload["complete"] = all(k in measured for k in PARTS)
     save()
     if out is not None:
         print(f"\nwrote {out}")

@@ -220,7 +220,7 @@ LOCAL_TRAIN = AlgorithmSpec(
 )
 
 PSI = AlgorithmSpec(
-    "ferry.psi", "1",
+    "ferry.psi", "2",  # 2: X25519 over curve25519 (1: ristretto255), points in 32k-point messages
     roles=(RoleSpec("guest", f"{_IMPL}.vertical_psi:PsiGuest", min_parties=1, max_parties=1,
                     help="matches the blinded ids; usually the party that holds the label"),
            RoleSpec("host", f"{_IMPL}.vertical_psi:PsiHost", min_parties=1)),
@@ -229,7 +229,7 @@ PSI = AlgorithmSpec(
                       help="longest wait for another party's message"),
             ParamSpec("workers", "int", minimum=1, maximum=1024,
                       help="threads for the group operations (default and cap: this node's cores)")),
-    description="Private set intersection (ECDH over ristretto255): every party learns which ids all "
+    description="Private set intersection (ECDH: X25519 over ids hashed to the prime-order group): every party learns which ids all "
                 "share and keeps its rows of them in one agreed order (artifact psi-<step>) for "
                 "vertical training; nothing about the other ids.",
 )

@@ -19,7 +19,10 @@ import yaml
 from structlog.testing import capture_logs
 
 from services.embedded import EmbeddedPlatform
+from services.executor.algorithms import vertical_psi
 from services.executor.artifacts import ArtifactStore
+from services.executor.data.importers import Table, put_table
+from services.executor.data.schema import Schema
 from services.executor.data import open_dataset
 from services.executor.vertical import lr
 from services.executor.vertical.split import ARBITER, GUEST, HOST, prepare_vertical_parties
@@ -160,6 +163,29 @@ async def test_psi_then_encrypted_training_equals_taylor_sgd_on_the_joined_table
     predicted = ArtifactStore(party_dirs(tmp_path, GUEST)["artifacts"], "v-enc").load("predictions-predict")[0]
     np.testing.assert_allclose(predicted["proba"], lr.sigmoid(x @ w), atol=1e-6)
     assert not list((party_dirs(tmp_path, HOST)["artifacts"] / "v-enc").glob("predictions-*"))
+
+
+async def test_psi_streams_large_sets_in_many_messages_and_finds_exactly_the_shared_ids(tmp_path, monkeypatch):
+    """Sets far larger than one message: each side's points go out in many messages (shrunk here
+    to 128 points so a thousand ids need ten or more), are re-blinded batch by batch as they arrive,
+    and both parties end with exactly the shared ids at the same positions."""
+    monkeypatch.setattr(vertical_psi, "POINTS_PER_MESSAGE", 128)
+    monkeypatch.setattr(vertical_psi, "SLICE", 500)
+    rng = np.random.default_rng(7)
+    ids = {GUEST: rng.permutation(np.arange(0, 1200)), HOST: rng.permutation(np.arange(400, 2000))}
+    for party, column in ids.items():
+        columns = {"id": column.astype(np.int64), "v": np.zeros(len(column), np.float32)}
+        put_table(party_dirs(tmp_path, party)["data"], "ids", Table(columns, Schema.infer(columns, features=("v",)), {}))
+    doc = {"flow": "psi-many", "parties": {GUEST: {"data": "ids"}, HOST: {"data": "ids"}},
+           "steps": [{"name": "align", "algorithm": "ferry.psi", "version": "2",
+                      "parties": {"guest": GUEST, "host": [HOST]}}]}
+    with capture_logs() as logs:
+        await _run(tmp_path, doc, "psi-many")
+    aligned = {p: ids[p][ArtifactStore(party_dirs(tmp_path, p)["artifacts"], "psi-many").load("psi-align")[0]["rows"]]
+               for p in ids}
+    assert sorted(aligned[GUEST].tolist()) == list(range(400, 1200))
+    assert aligned[GUEST].tolist() == aligned[HOST].tolist()
+    assert not [e for e in logs if e.get("event") == "round.message_rejected"]
 
 
 async def test_two_hosts_train_with_the_guest_and_predict(tmp_path):
