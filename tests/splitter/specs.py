@@ -48,7 +48,7 @@ BUILTIN_SPECS = (
     AlgorithmSpec("ferry.evaluate", "1", (_role("party"),), (ParamSpec("model_from", "str", required=True),)),
     AlgorithmSpec("ferry.centralized", "1", (_role("trainer", max_parties=1),), _TRAINING),
     AlgorithmSpec("ferry.local_train", "1", (_role("party"),), _TRAINING),
-    AlgorithmSpec("ferry.psi", "1", (_role("guest", max_parties=1), _role("host")),
+    AlgorithmSpec("ferry.psi", "2", (_role("guest", max_parties=1), _role("host")),
                   (ParamSpec("id_column", "str", "id"), ParamSpec("timeout_s", "float", 600.0, minimum=0.001),
                    ParamSpec("workers", "int", minimum=1))),
     AlgorithmSpec("ferry.hetero_lr", "1",
