@@ -36,6 +36,7 @@ def _compression_without_secure_aggregation(params):
 
 
 def _sparse_graph_needs_secure_aggregation(params):
+    """secagg_graph other than full needs secure_aggregation"""
     if params.get("secagg_graph", "full") != "full" and not params.get("secure_aggregation"):
         return [("secagg_graph", f"{params['secagg_graph']!r} shapes secure aggregation's key sharing and "
                                  f"masks; it needs secure_aggregation: true")]
