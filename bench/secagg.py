@@ -15,6 +15,8 @@ Graph rows: one round of the secure-aggregation protocol (key agreement, Shamir 
 encryption, masking, consistency signatures, unmasking) for 50 simulated clients in this
 process, with the full graph and with the SecAgg+ sparse graph, `GRAPH_LENGTH` words each and
 `GRAPH_DROPOUTS` clients dropping after sharing keys; median of `GRAPH_REPEATS` runs each.
+sparse_vs_full_50p compares CPU seconds (process time: one single-threaded process, so it is
+the wall time of an idle machine, and other jobs' load cannot move it); wall times are kept too.
 
 Top-level keys (issue 10): overhead_ratio_10p_1m, secure_s_per_round_3p_digits,
 secure_s_per_round_10p_digits, sparse_vs_full_50p, plus commit, clean_tree, load averages.
@@ -77,18 +79,26 @@ def _tls_on(bootstrap: str) -> bool:
     return bool(tls.ca_file and tls.cert_file) and not tls.insecure_plaintext
 
 
-def _ratio(by: dict, name: str) -> float | None:
+def _ratio(by: dict, name: str, field_: str = "s_per_round") -> float | None:
     plain, secure = by.get(f"{name}_plain"), by.get(f"{name}_secure")
-    if not plain or not secure:
+    if not plain or not secure or not plain.get(field_) or secure.get(field_) is None:
         return None
-    return round(secure["s_per_round"] / plain["s_per_round"], 3)
+    return round(secure[field_] / plain[field_], 3)
+
+
+def _cpu_overhead(by: dict, name: str) -> float | None:
+    """Executor CPU seconds the secure run spent beyond the plain one, per round."""
+    plain, secure = by.get(f"{name}_plain"), by.get(f"{name}_secure")
+    if not plain or not secure or plain.get("executor_cpu_s") is None or secure.get("executor_cpu_s") is None:
+        return None
+    return round((secure["executor_cpu_s"] - plain["executor_cpu_s"]) / secure["rounds"], 3)
 
 
 def _payload(results: list[dict], failed: list[dict], graph: dict, prov: dict, tls: bool, started: float,
              complete: bool) -> dict:
     by = {r["name"]: r for r in results}
     sec = lambda name: by[name]["s_per_round"] if name in by else None  # noqa: E731
-    sparse_vs_full = (round(graph["sparse"]["wall_s"] / graph["full"]["wall_s"], 3)
+    sparse_vs_full = (round(graph["sparse"]["cpu_s"] / graph["full"]["cpu_s"], 3)
                       if graph.get("parties") == GRAPH_PARTIES else None)
     return {**prov, "complete": complete,
             "overhead_ratio_10p_1m": _ratio(by, "10p_1m"),
@@ -98,6 +108,12 @@ def _payload(results: list[dict], failed: list[dict], graph: dict, prov: dict, t
             "plain_s_per_round": {r["name"]: r["s_per_round"] for r in results if r["name"].endswith("_plain")},
             "overhead_ratios": {n[:-len("_plain")]: _ratio(by, n[:-len("_plain")])
                                 for n in by if n.endswith("_plain")},
+            # Load-robust companions of the wall-time ratios: the executors' own CPU seconds per flow
+            # (startup included, the same for both), and the secure run's extra CPU per round.
+            "executor_cpu_ratios": {n[:-len("_plain")]: _ratio(by, n[:-len("_plain")], "executor_cpu_s")
+                                    for n in by if n.endswith("_plain")},
+            "secure_extra_cpu_s_per_round": {n[:-len("_plain")]: _cpu_overhead(by, n[:-len("_plain")])
+                                             for n in by if n.endswith("_plain")},
             "kafka_tls": tls, "graph": graph,
             "load_average_at_write": [round(x, 2) for x in os.getloadavg()],
             "cpus": os.cpu_count(), "elapsed_s": round(time.monotonic() - started, 1),
@@ -156,14 +172,15 @@ def main() -> int:
 
                 stop_broker(handle)
     if results:
-        print(table(("row", "params", "s/round", "train s", "rounds (s)", "acc"),
-                    [(r["name"], f"{r['params']:,}", r["s_per_round"], r["train_s_per_round"],
+        print(table(("row", "params", "s/round", "train s", "executor CPU s", "rounds (s)", "acc"),
+                    [(r["name"], f"{r['params']:,}", r["s_per_round"], r["train_s_per_round"], r["executor_cpu_s"],
                       " ".join(f"{g:.2f}" for g in r["s_per_round_all"]), round(r["test_accuracy"], 4))
                      for r in results]))
     payload = _payload(results, failed, graph, prov, tls, started, True)
     print("\n" + "\n".join(f"{k}: {payload[k]}" for k in ("overhead_ratio_10p_1m", "secure_s_per_round_3p_digits",
                                                           "secure_s_per_round_10p_digits", "sparse_vs_full_50p",
-                                                          "overhead_ratios")))
+                                                          "overhead_ratios", "executor_cpu_ratios",
+                                                          "secure_extra_cpu_s_per_round")))
     save(results, complete=True)
     if out_path is not None:
         print(f"\nwrote {out_path}")
