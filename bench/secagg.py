@@ -20,7 +20,8 @@ the wall time of an idle machine, and other jobs' load cannot move it); wall tim
 
 Top-level keys (issue 10): overhead_ratio_10p_1m, secure_s_per_round_3p_digits,
 secure_s_per_round_10p_digits, sparse_vs_full_50p, plus commit, clean_tree, load averages.
---quick: the 3-party digits pair (3 rounds) and the graph rows at 20 clients; writes only with --out.
+--quick: the 3-party digits pair (3 rounds) and the graph rows at 16 clients x 10,000 words; writes
+only with --out.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def pairs(quick: bool) -> list[tuple[Row, Row]]:
                          extra={"secure_aggregation": mode == "secure"}) for mode in ("plain", "secure"))
     if quick:
         return [both("3p_digits", 3, "logreg", rounds=3)]
-    return [both("10p_1m", 10, "mlp", _hidden_for(1_000_000), rounds=5),
+    return [both("10p_1m", 10, "mlp", _hidden_for(1_000_000), rounds=6),
             both("3p_digits", 3, "logreg", rounds=8),
             both("10p_digits", 10, "logreg", rounds=8)]
 
@@ -99,7 +100,7 @@ def _payload(results: list[dict], failed: list[dict], graph: dict, prov: dict, t
     by = {r["name"]: r for r in results}
     sec = lambda name: by[name]["s_per_round"] if name in by else None  # noqa: E731
     sparse_vs_full = (round(graph["sparse"]["cpu_s"] / graph["full"]["cpu_s"], 3)
-                      if graph.get("parties") == GRAPH_PARTIES else None)
+                      if (graph.get("parties"), graph.get("length")) == (GRAPH_PARTIES, GRAPH_LENGTH) else None)
     return {**prov, "complete": complete,
             "overhead_ratio_10p_1m": _ratio(by, "10p_1m"),
             "secure_s_per_round_3p_digits": sec("3p_digits_secure"),
@@ -143,10 +144,10 @@ def main() -> int:
             write_json(out_path, _payload(results, failed, graph, prov, tls, started, complete))
 
     if wanted is None or "graph" in wanted:
-        parties = 20 if args.quick else GRAPH_PARTIES
-        print(f"-- graph: {parties} clients x {GRAPH_LENGTH:,} words, {GRAPH_DROPOUTS} dropouts", flush=True)
-        graph.update(graph_rows(parties, GRAPH_LENGTH, GRAPH_DROPOUTS, 1 if args.quick else GRAPH_REPEATS),
-                     parties=parties, length=GRAPH_LENGTH, dropouts=GRAPH_DROPOUTS)
+        parties, length = (16, 10_000) if args.quick else (GRAPH_PARTIES, GRAPH_LENGTH)
+        print(f"-- graph: {parties} clients x {length:,} words, {GRAPH_DROPOUTS} dropouts", flush=True)
+        graph.update(graph_rows(parties, length, GRAPH_DROPOUTS, 1 if args.quick else GRAPH_REPEATS),
+                     parties=parties, length=length, dropouts=GRAPH_DROPOUTS)
         print(table(("graph", "wall s", "CPU s", "degree", "t", "messages/client"),
                     [(g, graph[g]["wall_s"], graph[g]["cpu_s"], graph[g]["degree"], graph[g]["threshold"],
                       graph[g]["messages_per_client"]) for g in ("full", "sparse")]), flush=True)
