@@ -35,6 +35,19 @@ def _compression_without_secure_aggregation(params):
     return []
 
 
+def _local_dp_is_consistent(params):
+    """local DP needs a noise multiplier and no FedProx"""
+    problems = []
+    given = [n for n in ("local_dp_max_grad_norm", "local_dp_delta") if n in params]
+    if params.get("local_dp_noise_multiplier") is None:
+        return [(n, "has no effect without local_dp_noise_multiplier") for n in given
+                if params[n] != {"local_dp_max_grad_norm": 1.0, "local_dp_delta": 1e-5}[n]]
+    if params.get("strategy") == "fedprox":
+        problems.append(("local_dp_noise_multiplier", "cannot be combined with strategy 'fedprox': its proximal "
+                                                      "gradient is not per example, so DP-SGD cannot clip it"))
+    return problems
+
+
 def _sparse_graph_needs_secure_aggregation(params):
     """secagg_graph other than full needs secure_aggregation"""
     if params.get("secagg_graph", "full") != "full" and not params.get("secure_aggregation"):
@@ -165,9 +178,16 @@ FEDAVG = AlgorithmSpec(
         ParamSpec("dp_delta", "float", 1e-5, minimum=0.0, maximum=1.0),
         ParamSpec("dp_honest_fraction", "float", 1.0, minimum=0.0, maximum=1.0,
                   help="distributed DP: share of each cohort assumed to add its noise honestly"),
+        ParamSpec("local_dp_noise_multiplier", "float", minimum=1e-6,
+                  help="example-level DP-SGD (Opacus) in each client's own training: noise std / clip; "
+                       "clients report their epsilon as local_dp_epsilon"),
+        ParamSpec("local_dp_max_grad_norm", "float", 1.0, minimum=1e-9,
+                  help="local DP: L2 clip of each example's gradient"),
+        ParamSpec("local_dp_delta", "float", 1e-5, minimum=1e-12, maximum=0.5,
+                  help="local DP: delta of the reported epsilon"),
     ),
     checks=(_secure_needs_an_averaging_strategy, _enough_clients_for_krum, _compression_without_secure_aggregation,
-            _dp_is_consistent, _sparse_graph_needs_secure_aggregation),
+            _dp_is_consistent, _sparse_graph_needs_secure_aggregation, _local_dp_is_consistent),
     description="Federated training (FedAvg and friends) between clients and one aggregator.",
 )
 

@@ -39,6 +39,12 @@ def _train(p) -> None:
                 global_weights=w)
 
 
+def _local_dp(p) -> None:
+    _train(p)
+    config = TrainConfig.from_params(p)
+    assert 0 < config.local_dp.epsilon(config.dp_steps(len(X)), config.batch_size / len(X))
+
+
 def _aggregate(p) -> None:
     strategy = make_strategy(p["strategy"], p)
     w = {"w": np.ones((3, 2), np.float32), "b": np.zeros(2, np.float32)}
@@ -110,6 +116,9 @@ PROBES = {
     "bins": (_histogram, {}), "low": (_histogram, {}), "high": (_histogram, {}),
     "min_cohort": (_cohort, {"secure_aggregation": True}), "secagg_threshold_fraction": (_cohort, {}),
     "update_clip_norm": (_clip_update, {}), "topk_fraction": (_topk, {"compression": "topk"}),
+    "local_dp_noise_multiplier": (_local_dp, {}),
+    "local_dp_max_grad_norm": (_local_dp, {"local_dp_noise_multiplier": 1.0}),
+    "local_dp_delta": (_local_dp, {"local_dp_noise_multiplier": 1.0}),
 }
 # Parameters whose value run time only counts with or waits for: nothing there can reject them.
 NO_RUNTIME_RANGE = {

@@ -345,6 +345,7 @@ class TrainingClient:
         secure = (ClientSession(ctx, channel, KeyRing.from_trust(ctx.trust), aggregator)
                   if p.get("secure_aggregation") else None)
         gate = AnnounceGate()
+        dp_steps = 0   # local DP: the DP-SGD steps this party has taken over all rounds so far
         while True:
             message = await channel.receive(0.5)
             ctx.check_stop()
@@ -387,6 +388,10 @@ class TrainingClient:
                 ROUND_SECONDS.labels("client").observe(ctx.clock.monotonic() - started)
                 ctx.checkpoints.save(result.weights, {"round": message.round})
                 progress = {"train_s": result.elapsed_s}
+                if config.local_dp is not None:  # example-level DP: this party's own (epsilon, delta)
+                    dp_steps += config.dp_steps(result.num_examples)
+                    progress["local_dp_epsilon"] = config.local_dp.epsilon(
+                        dp_steps, config.batch_size / result.num_examples)
                 if p.get("dp", "off") == "off":  # under DP only noised sums leave the party
                     progress["train_loss"] = result.loss
                 await ctx.report(round=message.round, total_rounds=int(p["rounds"]), stage="training",

@@ -14,6 +14,7 @@ Centralized training is this same loop over pooled rows (train_centralized).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .local_dp import LocalDp, private_training
 from .metrics import classification_metrics
 from .models import ModelSpec, build_model, get_weights
 from .weights import Weights, check_compatible
@@ -40,19 +42,27 @@ class TrainConfig:
     lr: float = 0.1
     optimizer: str = "sgd"
     mu: float = 0.0             # FedProx proximal weight (Li et al. 2020); 0 disables it
+    local_dp: LocalDp | None = None   # example-level DP-SGD (local_dp.py); None: plain SGD/Adam
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.local_epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.mu < 0:
             raise ValueError(f"invalid training config {self}")
+        if self.local_dp is not None and self.mu > 0:
+            raise ValueError("local DP cannot be combined with FedProx: its proximal gradient is not per example")
+
+    def dp_steps(self, n: int) -> int:
+        """Optimizer steps of one train_local call over n rows (what the accountant counts)."""
+        return self.local_epochs * math.ceil(n / self.batch_size)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "TrainConfig":
         # mu is the FedProx term: it applies only when the flow chose fedprox.
         mu = float(params.get("mu", 0.0)) if params.get("strategy") == "fedprox" else 0.0
         return cls(int(params.get("local_epochs", 1)), int(params.get("batch_size", 32)),
-                   float(params.get("lr", 0.1)), str(params.get("optimizer", "sgd")), mu)
+                   float(params.get("lr", 0.1)), str(params.get("optimizer", "sgd")), mu,
+                   LocalDp.from_params(params))
 
 
 @dataclass(frozen=True)
@@ -146,22 +156,28 @@ def train_local(model: nn.Module, X, y, config: TrainConfig, *, epoch_offset: in
         check_compatible(get_weights(model), global_weights, "global_weights")
         anchor = [torch.tensor(np.asarray(global_weights[name], dtype=np.float32)) for name in names]
 
+    forward, stepping, close = model, opt, lambda: None
+    if config.local_dp is not None:   # per-example clipping and noise at every step
+        forward, stepping, close = private_training(model, opt, config.local_dp, config.batch_size)
     model.train()
     loss_sum, seen = 0.0, 0
-    for e in range(config.local_epochs):
-        order = torch.from_numpy(batch_order(n, seed, epoch_offset + e))
-        for start in range(0, n, config.batch_size):
-            idx = order[start:start + config.batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x_t[idx]), y_t[idx])
-            objective = loss
-            if anchor is not None:
-                prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
-                objective = loss + 0.5 * config.mu * prox
-            objective.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            seen += len(idx)
+    try:
+        for e in range(config.local_epochs):
+            order = torch.from_numpy(batch_order(n, seed, epoch_offset + e))
+            for start in range(0, n, config.batch_size):
+                idx = order[start:start + config.batch_size]
+                stepping.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(forward(x_t[idx]), y_t[idx])
+                objective = loss
+                if anchor is not None:
+                    prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
+                    objective = loss + 0.5 * config.mu * prox
+                objective.backward()
+                stepping.step()
+                loss_sum += float(loss.detach()) * len(idx)
+                seen += len(idx)
+    finally:
+        close()
     return TrainResult(get_weights(model), n, loss_sum / seen,
                        _optimizer_state_arrays(opt, names), time.perf_counter() - started)
 
