@@ -132,12 +132,30 @@ def _mem_kb(pid: int) -> tuple[int, int, int]:
         return 0, 0, 0
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class MemorySampler:
     def __init__(self, pids_fn, every_s: float = 0.5, executors_fn=None):
         self._pids_fn, self._every_s = pids_fn, every_s
         self._executors_fn = executors_fn or pids_fn
         self.peak_rss_kb = self.peak_pss_kb = 0
         self.one_executor_kb = (0, 0, 0)   # the largest single executor's (RSS, PSS, USS) peak
+        self._cpu: dict[int, float] = {}   # executor pid -> CPU seconds at its last sample
+
+    @property
+    def executor_cpu_s(self) -> float:
+        """CPU seconds the executors used, as last sampled: short by at most one sampling
+        interval's worth per process (the last stretch before it exits). Unlike wall time, it
+        barely moves with other jobs' load on the machine."""
+        return sum(self._cpu.values())
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -148,6 +166,7 @@ class MemorySampler:
                 rss, pss = rss + r, pss + p
                 if pid in executors:
                     self.one_executor_kb = tuple(max(a, b) for a, b in zip(self.one_executor_kb, (r, p, u)))
+                    self._cpu[pid] = max(self._cpu.get(pid, 0.0), _cpu_s(pid))
             self.peak_rss_kb, self.peak_pss_kb = max(self.peak_rss_kb, rss), max(self.peak_pss_kb, pss)
             try:
                 await asyncio.wait_for(stop.wait(), self._every_s)
@@ -255,7 +274,7 @@ async def run_kafka(row: Row, bootstrap: str, zygote, work: Path, clients: list[
     traffic = _traffic({work / "logs" / f"{a}.log": a.endswith(".client") for a in handles})
     return {"wall_s": wall, "peak_rss_gb": sampler.peak_rss_kb / 2**20, "peak_pss_gb": sampler.peak_pss_kb / 2**20,
             "one_executor_mb": dict(zip(("rss", "pss", "uss"), (round(v / 1024, 1) for v in sampler.one_executor_kb))),
-            **traffic, **_round_times(progress, task.task_id),
+            "executor_cpu_s": sampler.executor_cpu_s, **traffic, **_round_times(progress, task.task_id),
             "accuracy": _final_accuracy(progress, task.task_id)}
 
 
@@ -311,7 +330,8 @@ async def run_row(row: Row, bootstrap: str | None, zygote, root: Path) -> dict[s
             "fetch_ratio": round(fetched / ideal, 4) if fetched else None,
             "peak_rss_gb": round(got["peak_rss_gb"], 3), "peak_pss_gb": round(got["peak_pss_gb"], 3),
             "one_executor_mb": got.get("one_executor_mb"), "zygote": row.zygote if row.mode == "kafka" else None,
-            "wall_s": round(got["wall_s"], 2), "test_accuracy": got["accuracy"]}
+            "wall_s": round(got["wall_s"], 2), "test_accuracy": got["accuracy"],
+            "executor_cpu_s": round(got["executor_cpu_s"], 2) if "executor_cpu_s" in got else None}
 
 
 def _overhead_share(row: dict | None) -> float | None:

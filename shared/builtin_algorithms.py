@@ -36,6 +36,14 @@ def _compression_without_secure_aggregation(params):
     return []
 
 
+def _sparse_graph_needs_secure_aggregation(params):
+    """secagg_graph other than full needs secure_aggregation"""
+    if params.get("secagg_graph", "full") != "full" and not params.get("secure_aggregation"):
+        return [("secagg_graph", f"{params['secagg_graph']!r} shapes secure aggregation's key sharing and "
+                                 f"masks; it needs secure_aggregation: true")]
+    return []
+
+
 def _secure_needs_an_averaging_strategy(params):
     """secure_aggregation needs an averaging strategy (not median, trimmed_mean or krum)"""
     if params.get("secure_aggregation") and params.get("strategy") in _ROBUST:
@@ -157,6 +165,9 @@ FEDAVG = AlgorithmSpec(
         ParamSpec("secagg_threshold", "int", minimum=2, help="Shamir threshold t (default: a strict majority)"),
         ParamSpec("secagg_threshold_fraction", "float", 0.5, minimum=0.5, maximum=2 / 3,
                   help="t > fraction x cohort; 2/3 tolerates clients colluding with the aggregator"),
+        ParamSpec("secagg_graph", "str", "full", choices=("full", "sparse"),
+                  help="secure aggregation's communication graph: full (every pair of clients) or sparse "
+                       "(SecAgg+, Bell et al. 2020: k = O(log n) neighbours each, thresholds per neighbourhood)"),
         ParamSpec("min_cohort", "int", minimum=1,
                   help="clients refuse rounds with a smaller cohort (secure aggregation: at least 3)"),
         ParamSpec("update_clip_norm", "float", minimum=1e-12,
@@ -192,7 +203,7 @@ FEDAVG = AlgorithmSpec(
                   help="local DP: noise std of each step's gradient sum is this times local_dp_clip"),
     ),
     checks=(_secure_needs_an_averaging_strategy, _enough_clients_for_krum, _compression_without_secure_aggregation,
-            _dp_is_consistent, _async_is_plain_averaging),
+            _dp_is_consistent, _sparse_graph_needs_secure_aggregation, _async_is_plain_averaging),
     description="Federated training (FedAvg and friends) between clients and one aggregator.",
 )
 

@@ -121,6 +121,7 @@ def test_a_model_other_than_the_committed_one_is_refused(work):
     (lambda s: dataclasses.replace(s, cohort=("hospital-a", "hospital-b"), min_cohort=2), "cohort_too_small"),
     (lambda s: dataclasses.replace(s, threshold=1), "threshold"),
     (lambda s: dataclasses.replace(s, clip=1e6), "wrong_bounds"),
+    (lambda s: dataclasses.replace(s, graph="sparse"), "wrong_mode"),   # the flow chose the full graph
 ])
 def test_a_secure_round_below_the_flows_minimums_is_refused(work, tamper, reason):
     """A cohort of two (or t = 1) lets one colluding client turn the sum into the other's update."""

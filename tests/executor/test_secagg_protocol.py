@@ -21,16 +21,16 @@ LENGTH = 257
 class Sim:
     """Delivers every message at once; `drop` names, per client stage, who falls silent from then on."""
 
-    def __init__(self, names=NAMES, *, drop=None, threshold=None, seed=0):
+    def __init__(self, names=NAMES, *, drop=None, threshold=None, seed=0, graph="full"):
         rng = np.random.default_rng(seed)  # test inputs only; nothing secret comes from numpy
         self.codes = {n: rng.integers(0, 2 ** 32, LENGTH, dtype=np.uint32) for n in names}
         self.rings = KeyRing.federation(("agg",) + tuple(names))
-        self.server = server_start(CTX, self.rings["agg"], names, LENGTH, threshold)
+        self.server = server_start(CTX, self.rings["agg"], names, LENGTH, threshold, graph=graph)
         self.drop, self.dead, self.sent = drop or {}, set(), []
         self.clients, self.first = {}, {}
         for n in names:
-            self.clients[n], out = client_start(CTX, n, "agg", self.rings[n], self.codes[n],
-                                                threshold=threshold)
+            self.clients[n], out = client_start(CTX, n, "agg", self.rings[n], self.codes[n], threshold=threshold,
+                                                cohort=names if graph != "full" else None, graph=graph)
             self.first[n] = self.clients[n]
             self.to_server(n, out)
 

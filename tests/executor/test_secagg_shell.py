@@ -103,19 +103,18 @@ def _ctx(party, params):
                            clock=SimpleNamespace(monotonic=time.monotonic), check_stop=lambda: None)
 
 
-async def test_server_round_survives_a_client_lost_after_sharing_keys():
-    clients = ("a", "b", "c")
-    params = {"round_timeout_s": 0.5, "min_clients": 2}
+async def _secure_round(clients, params, dropped, counts):
+    """One server_round over the hub, `dropped` falling over after sharing keys; the decoded
+    average and the exact weighted average of the others."""
     hub = _Hub(("agg",) + clients)
     rings = KeyRing.federation(("agg",) + clients)
     global_w = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(2, np.float32)}
     local = {c: {k: v + 0.1 * (i + 1) for k, v in global_w.items()} for i, c in enumerate(clients)}
-    counts = {"a": 100, "b": 300, "c": 200}
 
     async def client(party, channel):
         session = ClientSession(_ctx(party, params), channel, rings[party], "agg")
         while True:
-            message = await channel.receive(2.0)
+            message = await channel.receive(2.0 + 2 * params["round_timeout_s"])  # outlive a stage's wait
             if message is None:
                 return
             if message.kind == RoundKind.ANNOUNCE:
@@ -124,15 +123,33 @@ async def test_server_round_survives_a_client_lost_after_sharing_keys():
             elif message.kind == RoundKind.SECAGG:
                 await session.handle(message)
 
-    tasks = [asyncio.create_task(client(c, _Channel(hub, c, ("masked",) if c == "c" else ())))
+    tasks = [asyncio.create_task(client(c, _Channel(hub, c, ("masked",) if c in dropped else ())))
              for c in clients]
     decoded = await server_round(_ctx("agg", params), _Channel(hub, "agg"), rings["agg"], round=2,
                                  sampled=clients, global_w=global_w, shape={"n_features": 3.0, "n_classes": 2.0},
                                  joined={c: {"num_examples": float(n)} for c, n in counts.items()}, clients=clients)
     for task in tasks:
         task.cancel()
+    return decoded, weighted_average([(local[c], counts[c]) for c in clients if c not in dropped])
+
+
+async def test_server_round_survives_a_client_lost_after_sharing_keys():
+    clients = ("a", "b", "c")
+    decoded, exact = await _secure_round(clients, {"round_timeout_s": 0.5, "min_clients": 2}, {"c"},
+                                         {"a": 100, "b": 300, "c": 200})
     assert decoded.clients == 2
-    exact = weighted_average([(local["a"], 100), (local["b"], 300)])
-    for k in global_w:
+    for k in exact:
         assert np.allclose(decoded.average[k], exact[k], atol=1e-7)
     assert decoded.loss == pytest.approx(0.5, abs=1e-7)
+
+
+async def test_server_round_over_the_sparse_graph_with_a_dropout():
+    """secagg_graph: sparse through the shell: the aggregator and every client build the same graph from
+    the signed setup (a client given another one would refuse its KEYS), and the sum comes out exact."""
+    clients = tuple(f"p{i:02d}" for i in range(16))
+    params = {"round_timeout_s": 4.0, "min_clients": 16, "secagg_graph": "sparse"}  # 16 clients share one loop
+    assert requested_threshold(params, 16) == 7 < requested_threshold({**params, "secagg_graph": "full"}, 16)
+    decoded, exact = await _secure_round(clients, params, {"p03"}, {c: 100 + i for i, c in enumerate(clients)})
+    assert decoded.clients == 15
+    for k in exact:
+        assert np.allclose(decoded.average[k], exact[k], atol=1e-6)

@@ -27,6 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from services.executor.secagg.graph import degree
 from shared.errors import FerryError
 
 DOMAIN = b"ferry-round-setup/v1"
@@ -56,6 +57,7 @@ class RoundSetup:
     clip: float = 0.0            # secure aggregation: per-coordinate clip C of the quantizer
     clip_norm: float = 0.0       # L2 bound of each update's delta (0: none declared)
     weight_scale: float = 0.0    # secure aggregation: client weight = min(1, num_examples / scale)
+    graph: str = "full"          # secure aggregation: full, or the SecAgg+ sparse graph over the cohort
 
     def to_body(self) -> bytes:
         return canonical(asdict(self))
@@ -97,11 +99,25 @@ def min_cohort(params: Mapping[str, Any]) -> int:
                SECURE_MIN_COHORT if secure else 1)
 
 
+def secagg_graph(params: Mapping[str, Any]) -> str:
+    return str(params.get("secagg_graph") or "full")
+
+
+def sharing_group(params: Mapping[str, Any], n: int) -> int:
+    """How many parties hold shares of one client's secrets: the cohort (full graph), or the
+    client and its k neighbours (SecAgg+ sparse graph)."""
+    return degree(secagg_graph(params), n) + 1
+
+
 def cohort_threshold(params: Mapping[str, Any], n: int) -> int:
-    """Shamir t for a cohort of n: above n/2 always, above fraction * n when the flow asks (<= 2/3)."""
+    """Shamir t for a cohort of n: above m/2 always, above fraction * m when the flow asks (<= 2/3),
+    with m the sharing group (the cohort, or a neighbourhood under the sparse graph). Under the full
+    graph t is also at least min_clients; under the sparse one min_clients bounds the cohort instead
+    (min_cohort), since no neighbourhood holds every client."""
+    m = sharing_group(params, n)
     fraction = min(max(float(params.get("secagg_threshold_fraction") or 0.5), 0.5), MAX_THRESHOLD_FRACTION)
-    return max(math.floor(fraction * n) + 1, int(params.get("secagg_threshold") or 0),
-               int(params.get("min_clients") or 1), 2)
+    floor = int(params.get("min_clients") or 1) if secagg_graph(params) == "full" else 1
+    return max(math.floor(fraction * m) + 1, int(params.get("secagg_threshold") or 0), floor, 2)
 
 
 def clip_norm(params: Mapping[str, Any]) -> float:
@@ -129,10 +145,13 @@ def check_setup(setup: RoundSetup, me: str, model: Mapping[str, np.ndarray], par
         raise SetupRejected("wrong_bounds", f"round {setup.round}: clip_norm {setup.clip_norm}, the flow says "
                                             f"{clip_norm(params)}")
     if setup.secure:
-        t = cohort_threshold(params, len(setup.cohort))
-        if setup.threshold != t or not 2 * setup.threshold > len(setup.cohort):
+        if setup.graph != secagg_graph(params):
+            raise SetupRejected("wrong_mode", f"round {setup.round}: graph {setup.graph!r}, the flow says "
+                                              f"secagg_graph={secagg_graph(params)!r}")
+        t, m = cohort_threshold(params, len(setup.cohort)), sharing_group(params, len(setup.cohort))
+        if setup.threshold != t or not 2 * setup.threshold > m or t > m:
             raise SetupRejected("threshold", f"round {setup.round}: threshold {setup.threshold} for a cohort "
-                                             f"of {len(setup.cohort)}; the flow's rule gives {t}")
+                                             f"of {len(setup.cohort)} (sharing groups of {m}); the flow's rule gives {t}")
         if setup.clip != clip:
             raise SetupRejected("wrong_bounds", f"round {setup.round}: clip {setup.clip}, the flow says {clip}")
         if not setup.weight_scale > 0 or not math.isfinite(setup.weight_scale):
@@ -148,11 +167,16 @@ def setup_for(params: Mapping[str, Any], *, round: int, attempt: int, global_w: 
     if len(cohort) < need:
         raise SetupRejected("cohort_too_small", f"round {round}: only {len(cohort)} clients {list(cohort)} to "
                                                 f"sample, the flow's minimum cohort is {need}")
+    threshold = cohort_threshold(params, len(cohort)) if secure else 0
+    if secure and threshold > sharing_group(params, len(cohort)):
+        raise SetupRejected("threshold", f"round {round}: threshold {threshold} exceeds the {sharing_group(params, len(cohort))} "
+                                         f"parties sharing each secret (secagg_threshold too high for the graph)")
     return RoundSetup(round=int(round), attempt=int(attempt), model_digest=model_digest(global_w), cohort=cohort,
                       min_cohort=need, n_features=int(shape["n_features"]), n_classes=int(shape["n_classes"]),
-                      secure=secure, threshold=cohort_threshold(params, len(cohort)) if secure else 0,
+                      secure=secure, threshold=threshold,
                       clip=float(clip) if secure else 0.0, clip_norm=clip_norm(params),
-                      weight_scale=float(weight_scale) if secure else 0.0)
+                      weight_scale=float(weight_scale) if secure else 0.0,
+                      graph=secagg_graph(params) if secure else "full")
 
 
 class AnnounceGate:

@@ -59,14 +59,22 @@ class QuantConfig:
         return n_clients * self.step / 2.0
 
 
-def quantize(x: np.ndarray, cfg: QuantConfig) -> np.ndarray:
-    """uint32 codes in [0, cfg.levels] of the clipped values of x."""
+def quantize(x: np.ndarray, cfg: QuantConfig, *, overwrite: bool = False) -> np.ndarray:
+    """uint32 codes in [0, cfg.levels] of the clipped values of x.
+
+    overwrite=True lets a float64 x be used as the scratch space (the caller's array is then
+    garbage): at a million coordinates the temporaries cost more than the arithmetic."""
     a = np.asarray(x, dtype=np.float64)
-    if not np.all(np.isfinite(a)):
+    if not np.isfinite(a).all():
         raise ValueError("cannot quantize NaN or infinity")
-    shifted = (np.clip(a, -cfg.clip, cfg.clip) + cfg.clip) / cfg.step
+    shifted = a if overwrite and a is x and a.flags.writeable else a.copy()
+    np.clip(shifted, -cfg.clip, cfg.clip, out=shifted)
+    shifted += cfg.clip
+    shifted /= cfg.step
+    np.rint(shifted, out=shifted)
     # Clip again after rounding: float error may push 2*clip/step a hair above L.
-    return np.clip(np.rint(shifted), 0, cfg.levels).astype(np.uint32)
+    np.clip(shifted, 0, cfg.levels, out=shifted)
+    return shifted.astype(np.uint32)
 
 
 def sum_mod(codes: Iterable[np.ndarray], cfg: QuantConfig) -> np.ndarray:

@@ -19,7 +19,12 @@ RoundMessage of kind SECAGG, after the plain ANNOUNCE):
     C -> S     UNMASK    b-shares of U3, s-shares of U2 \\ U3 (never both) => U5
     S          sum y - PRG(b_v) -/+ PRG(s_dv), dequantize, strategy.server_step
 
-Layout: pure core (shamir, crypto, messages, client, server, encoding, keys)
+With graph="sparse" (flow param secagg_graph, SecAgg+ of Bell et al. 2020; graph.py) each
+client does all of the above only with its k = O(log n) neighbours in a random Harary graph
+derived from the signed round setup: KEYS carries its neighbourhood, SHARES go to its
+neighbours, pairwise masks are its neighbours', and t is relative to the k + 1 share holders.
+
+Layout: pure core (shamir, crypto, messages, client, server, encoding, keys, graph)
 and the I/O shell (shell) that maps stage messages onto the round channel.
 """
 

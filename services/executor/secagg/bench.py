@@ -14,6 +14,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,29 +26,48 @@ from .messages import Stage
 from .server import server_advance, server_receive, server_result, server_start
 
 
-def protocol_seconds(n: int, length: int) -> tuple[float, float]:
-    """(wall, CPU) seconds of one round for n clients and `length` words, all parties in this process."""
-    ctx = RoundContext("bench", "bench.train", "train", 1, 1)
+@dataclass(frozen=True)
+class ProtocolRun:
+    wall_s: float
+    cpu_s: float
+    degree: int                  # key agreements, shares and pair masks per client
+    threshold: int
+    messages_per_client: float   # encrypted shares a client sends (mean): n - 1 full, k sparse
+
+
+def protocol_seconds(n: int, length: int, *, graph: str = "full", dropouts: int = 0) -> ProtocolRun:
+    """One round for n clients and `length` words, all parties in this process; the last `dropouts`
+    clients vanish after sharing their keys (before masking), so unmasking removes their pair masks."""
+    ctx = RoundContext("bench", "bench.train", "train", 1, 1, transcript="bench")
     names = [f"c{i:03d}" for i in range(n)]
     rings = KeyRing.federation([*names, "agg"])
     codes = np.zeros(length, dtype=np.uint32)
+    gone = set(names[n - dropouts:]) if dropouts else set()
+    sent_shares = []
     started, cpu = time.perf_counter(), time.process_time()
-    server = server_start(ctx, rings["agg"], names, length)
+    server = server_start(ctx, rings["agg"], names, length, graph=graph)
     clients = {}
     for p in names:
-        clients[p], out = client_start(ctx, p, "agg", rings[p], codes)
+        clients[p], out = client_start(ctx, p, "agg", rings[p], codes, cohort=names, graph=graph)
         for m in out:
             server = server_receive(server, m)
     while server.collecting is not Stage.DONE:
+        stage = server.collecting
         server, out = server_advance(server)
         for m in out:
             for p in names:
-                if m.recipient in ("", p):
+                if m.recipient in ("", p) and not (p in gone and stage is not Stage.ADVERTISE):
                     clients[p], replies = client_step(clients[p], m)
                     for r in replies:
+                        if r.stage is Stage.SHARES:
+                            sent_shares.append(len(r.blobs))
                         server = server_receive(server, r)
-    server_result(server)
-    return time.perf_counter() - started, time.process_time() - cpu
+    total, survivors = server_result(server)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if len(survivors) != n - dropouts or np.any(total):
+        raise AssertionError(f"{graph} graph: the sum did not unmask to zero over {len(survivors)} survivors")
+    degree = len(server.graph[names[0]]) if server.graph is not None else n - 1
+    return ProtocolRun(wall, cpu, degree, server.threshold, float(np.mean(sent_shares)))
 
 
 async def _flow_round_seconds(secure: bool) -> list[float]:
@@ -77,7 +97,7 @@ async def _flow_round_seconds(secure: bool) -> list[float]:
 
 def main(argv: list[str]) -> None:
     for n, length in ((3, 65), (3, 100_000), (10, 100_000), (3, 1_000_000)):
-        wall, cpu = min(protocol_seconds(n, length) for _ in range(3))
+        wall, cpu = min((r.wall_s, r.cpu_s) for r in (protocol_seconds(n, length) for _ in range(3)))
         print(f"protocol compute, {n} clients x {length} words: {1000 * wall:.1f} ms wall, "
               f"{1000 * cpu:.1f} ms CPU per round (best of 3)")
     if "--flow" in argv:

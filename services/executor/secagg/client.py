@@ -24,6 +24,7 @@ import numpy as np
 from . import shamir
 from .crypto import RoundContext, pair_mask, seed_commitment, self_mask, seal, share_key, unseal, x25519_pair
 from .errors import ProtocolViolation
+from .graph import FULL, degree, neighbourhoods
 from .keys import KeyRing
 from .messages import Signed, Stage, check, signed, threshold_for
 
@@ -57,18 +58,32 @@ class ClientState:
     u3: tuple[str, ...] = ()
     revealed: Mapping[str, str] = field(default_factory=dict)  # party -> "b" | "s", once per round
     cohort: tuple[str, ...] | None = None   # the signed setup's cohort: U1 must stay inside it
+    neighbours: frozenset[str] | None = None   # SecAgg+ sparse graph: the only peers (None: everyone)
+    indices: Mapping[str, int] = field(default_factory=dict)   # sparse graph: Shamir x of each cohort member
+
+    def my_side(self, parties) -> set[str]:
+        """The parties of a server-wide set that this client deals with: itself and its neighbours."""
+        return set(parties) if self.neighbours is None else set(parties) & (self.neighbours | {self.me})
 
 
 def client_start(ctx: RoundContext, me: str, server: str, keyring: KeyRing, codes: np.ndarray, *,
-                 threshold: int | None = None, cohort=None,
+                 threshold: int | None = None, cohort=None, graph: str = FULL,
                  randbytes=os.urandom) -> tuple[ClientState, list[Signed]]:
+    """graph="sparse" (SecAgg+) needs the signed cohort: the graph is a function of it and the round."""
     codes = np.asarray(codes)
     if codes.dtype != np.uint32 or codes.ndim != 1:
         raise ValueError(f"codes must be a 1-d uint32 array, got {codes.dtype} {codes.shape}")
     c_sk, c_pk = x25519_pair(randbytes)
     s_sk, s_pk = x25519_pair(randbytes)
+    sparse = {}
+    if graph != FULL:
+        if cohort is None or me not in cohort:
+            raise ValueError(f"the {graph} graph is built over the signed cohort, and {me} must be in it")
+        degree(graph, len(cohort))  # an unknown graph name fails here, before any key is made
+        sparse = {"neighbours": neighbourhoods(graph, cohort, ctx.info("graph"))[me],
+                  "indices": share_indices(cohort)}
     state = ClientState(ctx, me, server, keyring, codes, c_sk, c_pk, s_sk, s_pk, randbytes(32), threshold,
-                        cohort=tuple(cohort) if cohort is not None else None)
+                        cohort=tuple(cohort) if cohort is not None else None, **sparse)
     advert = signed(ctx, keyring, Stage.ADVERTISE, server,
                     {"c_pk": c_pk.hex(), "s_pk": s_pk.hex(), "identity": keyring.public.hex()})
     return state, [advert]
@@ -106,6 +121,9 @@ def _on_keys(state: ClientState, message: Signed) -> tuple[ClientState, list[Sig
     if state.cohort is not None and not set(entries) <= set(state.cohort):
         raise ProtocolViolation(f"the key list of round {ctx.round} names {sorted(set(entries) - set(state.cohort))}, "
                                 f"outside the signed cohort {list(state.cohort)}")
+    if state.my_side(entries) != set(entries):
+        raise ProtocolViolation(f"the key list of round {ctx.round} names {sorted(set(entries) - state.my_side(entries))}, "
+                                f"who are not {me}'s neighbours in the round's graph")
     peers = {}
     for party in sorted(entries):
         entry = entries[party]
@@ -117,10 +135,16 @@ def _on_keys(state: ClientState, message: Signed) -> tuple[ClientState, list[Sig
         raise ProtocolViolation(f"the key list of round {ctx.round} does not carry {me}'s own keys")
     if len({p.c_pk for p in peers.values()}) < len(peers) or len({p.s_pk for p in peers.values()}) < len(peers):
         raise ProtocolViolation("two clients advertise the same public key (a replayed advertisement)")
-    t = threshold_for(len(peers), state.requested_threshold)
+    if state.neighbours is None:
+        t = threshold_for(len(peers), state.requested_threshold)
+        xs = share_indices(peers)
+    else:   # relative to the neighbourhood the graph fixed, not to who of it answered
+        t = threshold_for(len(state.neighbours) + 1, state.requested_threshold)
+        if len(peers) < t:
+            raise ProtocolViolation(f"only {len(peers)} of {me}'s neighbourhood advertised keys, below t={t}")
+        xs = {p: state.indices[p] for p in peers}
     if int(message.header["threshold"]) != t:
         raise ProtocolViolation(f"the server announces t={message.header['threshold']}, the rule gives t={t}")
-    xs = share_indices(peers)
     b_shares = shamir.split(state.b_seed, t, xs)
     s_shares = shamir.split(state.s_sk, t, xs)
     blobs = {}
@@ -149,7 +173,7 @@ def _on_shares(state: ClientState, message: Signed) -> tuple[ClientState, list[S
         raise ProtocolViolation(f"shares from parties outside the key list: {sorted(set(u2) - set(state.peers))}")
     if len(u2) < state.threshold:
         raise ProtocolViolation(f"only {len(u2)} clients shared keys, below t={state.threshold}")
-    my_x = share_indices(state.peers)[me]
+    my_x = share_indices(state.peers)[me] if state.neighbours is None else state.indices[me]
     held = dict(state.held)
     for u, blob in message.blobs.items():
         key = share_key(state.c_sk, state.peers[u].c_pk, ctx, u, me)
@@ -160,25 +184,31 @@ def _on_shares(state: ClientState, message: Signed) -> tuple[ClientState, list[S
         if b.x != my_x or s.x != my_x:
             raise ProtocolViolation(f"share from {u} is for index {b.x}, {me} holds index {my_x}")
         held[u] = (b, s)
-    y = state.codes + self_mask(state.b_seed, ctx, me, len(state.codes))   # uint32: wraps mod 2^32
+    y = state.codes.astype("<u4")                                           # a copy: masked in place
+    y += self_mask(state.b_seed, ctx, me, len(state.codes))                  # uint32: wraps mod 2^32
     for v in u2:
         if v == me:
             continue
         mask = pair_mask(state.s_sk, state.peers[v].s_pk, ctx, me, v, len(state.codes))
-        y = y + mask if me < v else y - mask   # +PRG(s_uv) for v > u, -PRG(s_uv) for v < u: they cancel
+        if me < v:   # +PRG(s_uv) for v > u, -PRG(s_uv) for v < u: they cancel
+            y += mask
+        else:
+            y -= mask
     state = dataclasses.replace(state, expecting=Stage.SURVIVORS, held=held, u2=u2)
-    return state, [signed(ctx, state.keyring, Stage.MASKED, state.server, {},
-                          {"y": y.astype("<u4").tobytes()})]
+    return state, [signed(ctx, state.keyring, Stage.MASKED, state.server, {}, {"y": y.tobytes()})]
 
 
 def _on_survivors(state: ClientState, message: Signed) -> tuple[ClientState, list[Signed]]:
     u3 = tuple(message.header["u3"])
-    if list(u3) != sorted(set(u3)) or not set(u3) <= set(state.u2):
+    if list(u3) != sorted(set(u3)) or not state.my_side(u3) <= set(state.u2):
         raise ProtocolViolation(f"survivor list {list(u3)} is not a sorted subset of U2 {list(state.u2)}")
+    if state.cohort is not None and not set(u3) <= set(state.cohort):
+        raise ProtocolViolation(f"survivor list {list(u3)} names parties outside the signed cohort")
     if state.me not in u3:
         raise ProtocolViolation(f"{state.me} is not among the survivors of round {state.ctx.round}")
-    if len(u3) < state.threshold:
-        raise ProtocolViolation(f"only {len(u3)} survivors, below t={state.threshold}")
+    if len(state.my_side(u3)) < state.threshold:
+        raise ProtocolViolation(f"only {len(state.my_side(u3))} survivors among {state.me}'s neighbourhood, "
+                                f"below t={state.threshold}")
     state = dataclasses.replace(state, expecting=Stage.SIGNATURES, u3=u3)
     return state, [signed(state.ctx, state.keyring, Stage.CONSISTENCY, state.server, {"u3": list(u3)})]
 
@@ -192,16 +222,18 @@ def _on_signatures(state: ClientState, message: Signed) -> tuple[ClientState, li
         raise ProtocolViolation(f"the server showed {state.me} survivors {list(state.u3)} but now claims "
                                 f"{message.header['u3']}: refusing to unmask")
     signatures: Mapping[str, str] = message.header["signatures"]
-    if not set(signatures) <= set(state.u3) or len(signatures) < state.threshold:
-        raise ProtocolViolation(f"{len(signatures)} consistency signatures from {sorted(signatures)}; "
-                                f"need t={state.threshold} from survivors")
-    for party, sig in signatures.items():
+    # Only signatures this client can check count: its neighbourhood's (everyone's in the full graph).
+    mine = {p: sig for p, sig in signatures.items() if p in state.my_side(state.u3)}
+    if not set(signatures) <= set(state.u3) or len(mine) < state.threshold:
+        raise ProtocolViolation(f"{len(mine)} consistency signatures from {sorted(mine)} among {state.me}'s "
+                                f"neighbourhood; need t={state.threshold} from survivors")
+    for party, sig in mine.items():
         check(state.ctx, consistency_message(state.server, party, state.u3, bytes.fromhex(sig)),
               state.peers[party].identity)
     # Survivors' masked inputs are in the sum: reveal their self-mask seed b. Dropped
     # clients' are not: reveal their mask key s so the server can cancel the pairwise masks
     # it still holds. One or the other, never both: both would unmask that client.
-    survivors, dropped = set(state.u3), set(state.u2) - set(state.u3)
+    survivors, dropped = set(state.u2) & set(state.u3), set(state.u2) - set(state.u3)
     if survivors & dropped:  # cannot happen (U3 <= U2); checked because the stake is a client's privacy
         raise ProtocolViolation(f"{sorted(survivors & dropped)} would have both shares revealed")
     revealed = {v: "b" for v in survivors} | {v: "s" for v in dropped}

@@ -28,6 +28,7 @@ from . import shamir
 from .client import share_indices
 from .crypto import RoundContext, pair_mask, seed_commitment, self_mask, x25519_public
 from .errors import LateMessage, ProtocolViolation, TooFewClients, UntrustedKey
+from .graph import FULL, neighbourhoods
 from .keys import KeyRing
 from .messages import Signed, Stage, check, signed, threshold_for
 
@@ -51,10 +52,18 @@ class ServerState:
     masked: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)  # U3
     u3: tuple[str, ...] = ()
     total: np.ndarray | None = field(default=None, repr=False)
+    graph: Mapping[str, frozenset[str]] | None = field(default=None, repr=False)  # SecAgg+; None: full
 
     @property
     def me(self) -> str:
         return self.keyring.party
+
+    def side(self, party: str, parties) -> set[str]:
+        """Those of `parties` that `party` deals with: itself and its neighbours (all in the full graph)."""
+        return set(parties) if self.graph is None else set(parties) & (self.graph[party] | {party})
+
+    def indices(self) -> dict[str, int]:
+        return share_indices(self.adverts if self.graph is None else self.sampled)
 
     def expected(self) -> frozenset[str]:
         """Who may still answer the open stage."""
@@ -67,8 +76,11 @@ class ServerState:
 
 
 def server_start(ctx: RoundContext, keyring: KeyRing, sampled, length: int,
-                 threshold: int | None = None) -> ServerState:
-    return ServerState(ctx, keyring, tuple(sorted(sampled)), int(length), threshold)
+                 threshold: int | None = None, graph: str = FULL) -> ServerState:
+    """`sampled` is the signed cohort; graph="sparse" builds the SecAgg+ graph over it."""
+    sampled = tuple(sorted(sampled))
+    nbrs = None if graph == FULL else neighbourhoods(graph, sampled, ctx.info("graph"))
+    return ServerState(ctx, keyring, sampled, int(length), threshold, graph=nbrs)
 
 
 def server_receive(state: ServerState, message: Signed) -> ServerState:
@@ -107,8 +119,9 @@ def _receive(state: ServerState, message: Signed) -> ServerState:
 
 
 def _validate(state: ServerState, m: Signed) -> None:
-    if m.stage is Stage.SHARES and set(m.blobs) != set(state.adverts) - {m.sender}:
-        raise ProtocolViolation(f"{m.sender} sent shares for {sorted(m.blobs)}, expected every other member of U1")
+    if m.stage is Stage.SHARES and set(m.blobs) != state.side(m.sender, state.adverts) - {m.sender}:
+        raise ProtocolViolation(f"{m.sender} sent shares for {sorted(m.blobs)}, expected every other member of U1 "
+                                f"{'among its neighbours' if state.graph is not None else ''}")
     if m.stage is Stage.SHARES and not re.fullmatch(r"[0-9a-f]{64}", str(m.header.get("b_commit", ""))):
         raise ProtocolViolation(f"{m.sender} sent shares without a commitment to its self-mask seed")
     if m.stage is Stage.MASKED and len(m.blobs.get("y", b"")) != 4 * state.length:
@@ -117,8 +130,8 @@ def _validate(state: ServerState, m: Signed) -> None:
     if m.stage is Stage.CONSISTENCY and tuple(m.header.get("u3", ())) != state.u3:
         raise ProtocolViolation(f"{m.sender} signed survivors {m.header.get('u3')}, not {list(state.u3)}")
     if m.stage is Stage.UNMASK:
-        dropped = set(state.shares) - set(state.u3)
-        wanted = {f"b/{v}" for v in state.u3} | {f"s/{v}" for v in dropped}
+        dropped = state.side(m.sender, state.shares) - set(state.u3)
+        wanted = {f"b/{v}" for v in state.side(m.sender, state.u3)} | {f"s/{v}" for v in dropped}
         both = {name[2:] for name in m.blobs if name.startswith("b/")} & {name[2:] for name in m.blobs
                                                                            if name.startswith("s/")}
         if both:
@@ -132,7 +145,12 @@ def server_advance(state: ServerState) -> tuple[ServerState, list[Signed]]:
     stage, got = state.collecting, dict(sorted(state.inbox.items()))
     if stage is Stage.DONE:
         raise ProtocolViolation("the round is already done")
-    need = threshold_for(len(got), state.requested_threshold) if stage is Stage.ADVERTISE else state.threshold
+    if stage is not Stage.ADVERTISE:
+        need = state.threshold
+    elif state.graph is None:
+        need = threshold_for(len(got), state.requested_threshold)
+    else:   # relative to the neighbourhood, as every client computes it
+        need = threshold_for(len(next(iter(state.graph.values()))) + 1, state.requested_threshold)
     if len(got) < need:
         raise TooFewClients(f"round {state.ctx.round}: {len(got)} clients ({sorted(got)}) answered "
                             f"{stage.value}, the threshold is {need}")
@@ -141,11 +159,17 @@ def server_advance(state: ServerState) -> tuple[ServerState, list[Signed]]:
     if stage is Stage.ADVERTISE:
         entries = {p: {**m.header, "signature": m.signature.hex()} for p, m in got.items()}
         state = dataclasses.replace(state, adverts=got, threshold=need)
-        return state, [signed(ctx, ring, Stage.KEYS, "", {"clients": entries, "threshold": need,
-                                                          "server_identity": ring.public.hex()})]
+        if state.graph is None:
+            return state, [signed(ctx, ring, Stage.KEYS, "", {"clients": entries, "threshold": need,
+                                                              "server_identity": ring.public.hex()})]
+        # SecAgg+: each client gets its own neighbourhood's keys only (O(log n) entries)
+        return state, [signed(ctx, ring, Stage.KEYS, v, {"clients": {p: entries[p] for p in sorted(state.side(v, got))},
+                                                         "threshold": need, "server_identity": ring.public.hex()})
+                       for v in got]
     if stage is Stage.SHARES:
         state = dataclasses.replace(state, shares=got)
-        return state, [signed(ctx, ring, Stage.SHARES_IN, v, {}, {u: got[u].blobs[v] for u in got if u != v})
+        return state, [signed(ctx, ring, Stage.SHARES_IN, v, {}, {u: got[u].blobs[v] for u in got
+                                                                  if u != v and v in got[u].blobs})
                        for v in got]
     if stage is Stage.MASKED:
         masked = {p: np.frombuffer(m.blobs["y"], dtype="<u4").astype(np.uint32) for p, m in got.items()}
@@ -158,9 +182,11 @@ def server_advance(state: ServerState) -> tuple[ServerState, list[Signed]]:
 
 
 def _collect(state: ServerState, unmask: Mapping[str, Signed], kind: str, owner: str) -> list[shamir.Share]:
-    xs = share_indices(state.adverts)
+    xs = state.indices()
     shares = []
     for holder, m in unmask.items():
+        if f"{kind}/{owner}" not in m.blobs:   # sparse graph: not one of owner's neighbours
+            continue
         share = shamir.Share.from_bytes(m.blobs[f"{kind}/{owner}"])
         if share.x != xs[holder]:
             raise ProtocolViolation(f"{holder} sent a share with index {share.x}, it holds index {xs[holder]}")
@@ -174,18 +200,28 @@ def _unmask(state: ServerState, unmask: Mapping[str, Signed]) -> np.ndarray:
     for y in state.masked.values():
         total += y                                   # uint32 arithmetic: mod 2^32
     for v in state.u3:                               # survivors: remove their self masks
-        b_seed = _committed_seed(state, _collect(state, unmask, "b", v), v)
+        b_seed = _committed_seed(state, _enough(state, _collect(state, unmask, "b", v), v), v)
         total -= self_mask(b_seed, ctx, v, n)
     public_s = {p: bytes.fromhex(m.header["s_pk"]) for p, m in state.adverts.items()}
     for d in sorted(set(state.shares) - set(state.u3)):  # dropped after sharing: remove their pair masks
-        s_sk = shamir.reconstruct(_collect(state, unmask, "s", d), t)
+        s_sk = shamir.reconstruct(_enough(state, _collect(state, unmask, "s", d), d), t)
         if x25519_public(s_sk) != public_s[d]:
             raise ProtocolViolation(f"the mask key rebuilt for dropped client {d} does not match its "
                                     f"advertised key: some client sent a bad share")
-        for v in state.u3:
+        for v in sorted(state.side(d, state.u3)):      # v masked with d only if they are neighbours
             mask = pair_mask(s_sk, public_s[v], ctx, d, v, n)
-            total = total - mask if v < d else total + mask  # undo v's +PRG (d > v) or -PRG (d < v)
+            if v < d:   # undo v's +PRG (d > v) or -PRG (d < v)
+                total -= mask
+            else:
+                total += mask
     return total
+
+
+def _enough(state: ServerState, shares: list[shamir.Share], owner: str) -> list[shamir.Share]:
+    if len(shares) < state.threshold:
+        raise TooFewClients(f"round {state.ctx.round}: {len(shares)} shares of {owner}'s secret came back, "
+                            f"the threshold is {state.threshold}: its mask cannot be removed")
+    return shares
 
 
 MAX_SUBSETS = 256   # robust reconstruction: t-subsets tried when some share is corrupt

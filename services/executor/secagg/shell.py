@@ -91,7 +91,7 @@ async def server_round(ctx, channel, keyring: KeyRing, *, round: int, sampled, g
     announce = channel.message(RoundKind.ANNOUNCE, round, arrays=global_w, body=setup.to_body(), metrics=shape)
     await channel.send(announce)
     state = server_start(round_context(ctx.task, round, ctx.task.attempt, setup.digest()), keyring, sampled,
-                         vector_length(global_w), setup.threshold)
+                         vector_length(global_w), setup.threshold, graph=setup.graph)
     while state.collecting is not Stage.DONE:
         deadline = ctx.clock.monotonic() + timeout   # each stage gets the round timeout
         while not state.complete() and ctx.clock.monotonic() < deadline:
@@ -144,7 +144,7 @@ class ClientSession:
         codes = encode_update(weights, global_w, weight, loss, cfg)
         rctx = round_context(self.ctx.task, announce.round, announce.attempt, setup.digest())
         self.state, outgoing = client_start(rctx, self.keyring.party, self.aggregator, self.keyring, codes,
-                                            threshold=setup.threshold, cohort=setup.cohort)
+                                            threshold=setup.threshold, cohort=setup.cohort, graph=setup.graph)
         await self._send(outgoing)
 
     async def handle(self, message: RoundMessage) -> None:
