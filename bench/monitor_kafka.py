@@ -65,7 +65,7 @@ from services.monitor.app import INPUT_TOPICS, build  # noqa: E402
 from services.monitor.core import snapshot_flow, snapshot_task  # noqa: E402
 from services.monitor.core.state import evolve  # noqa: E402
 from shared import topics  # noqa: E402
-from shared.bus.kafka import KafkaBus, KafkaSettings  # noqa: E402
+from shared.bus.kafka import KafkaBus, KafkaSettings, tls_from_environment  # noqa: E402
 from shared.bus.port import TopicPartition  # noqa: E402
 from shared.clock import ManualClock, SystemClock  # noqa: E402
 from shared.events import Status  # noqa: E402
@@ -119,7 +119,7 @@ async def publish(bootstrap: str, n_tasks: int, prefix: str) -> int:
     partitioner's murmur2): publishing is set-up, not what is measured."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="bench-publisher", acks="all",
                                 enable_idempotence=True, linger_ms=20, max_batch_size=512 * 1024,
-                                max_request_size=4 * 1024 * 1024)
+                                max_request_size=4 * 1024 * 1024, **_tls_kwargs())
     await producer.start()
     try:
         parts: dict[str, int] = {}
@@ -156,7 +156,7 @@ async def publish(bootstrap: str, n_tasks: int, prefix: str) -> int:
 
 
 async def end_offsets(bootstrap: str, names: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="bench-offsets")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="bench-offsets", **_tls_kwargs())
     await consumer.start()
     try:
         tps = []
@@ -174,9 +174,15 @@ async def end_offsets(bootstrap: str, names: list[str]) -> dict[TopicPartition, 
 
 # ------------------------------------------------------------------------------- monitor side
 
-def _bus(bootstrap: str) -> KafkaBus:
-    # The settings a monitor process gets from FerrySettings (linger 5 ms, 1 MiB requests).
-    return KafkaBus(KafkaSettings(bootstrap=bootstrap, client_id="monitor-bench"))
+def _bus(bootstrap: str, role: str = "monitor") -> KafkaBus:
+    # The settings a monitor process gets from FerrySettings (linger 5 ms, 1 MiB requests, mutual
+    # TLS as its own role: the FERRY_KAFKA__* environment, set for the bench's own broker in main()).
+    return KafkaBus(KafkaSettings(bootstrap=bootstrap, client_id="monitor-bench", tls=tls_from_environment(role)))
+
+
+def _tls_kwargs() -> dict:
+    """aiokafka's security arguments for the bench's own raw clients (publisher, offsets): admin."""
+    return tls_from_environment("admin").client_kwargs()
 
 
 async def run_monitor(bootstrap: str, state_dir: Path, targets: dict[TopicPartition, int],
@@ -337,7 +343,7 @@ def _median(rows: list[dict], key: str) -> float:
 
 
 async def bench(args, bootstrap: str, broker_pid: int | None, work: Path) -> dict:
-    bus = _bus(bootstrap)
+    bus = _bus(bootstrap, "admin")  # creating topics is the operator's (admin's) job
     await bus.start()
     await bus.ensure_topics(topics.CATALOGUE)
     await bus.stop()
@@ -472,6 +478,7 @@ def main() -> int:
 
             handle = start_broker(work / "kafka")
             bootstrap, broker_pid = handle.bootstrap, handle.pid
+            os.environ.update(handle.client_env())  # each client presents its role's certificate
         result = asyncio.run(bench(args, bootstrap, broker_pid, work))
     finally:
         if handle is not None:
