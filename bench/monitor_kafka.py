@@ -199,23 +199,25 @@ async def run_monitor(bootstrap: str, state_dir: Path, targets: dict[TopicPartit
     marks: dict[str, float] = {}
     done = asyncio.Event()
     batches = [0]
-    inner = service.handle_batch
+    prepare, store = service.prepare_batch, service.store_batch
 
     def caught_up() -> bool:
         return all(service._offsets.get(tp, 0) >= end for tp, end in targets.items())
 
-    async def handle_batch(records):
+    async def prepare_batch(records):
         if "first" not in marks:
             marks.update(first=time.perf_counter(), first_cpu=time.process_time(),
                          first_broker=_broker_cpu_s(broker_pid), first_gc=GC.total())
-        offsets = await inner(records)
+        return await prepare(records)
+
+    async def store_batch(batch, sent):
+        await store(batch, sent)
         batches[0] += 1
         if "folded" not in marks and caught_up():
             marks["folded"] = time.perf_counter()
             done.set()
-        return offsets
 
-    service.handle_batch = handle_batch  # run() looks it up on the instance
+    service.prepare_batch, service.store_batch = prepare_batch, store_batch  # run() looks them up on the instance
     stop = asyncio.Event()
     t0 = time.perf_counter()
     runner = asyncio.create_task(service.run(stop))

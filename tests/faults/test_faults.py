@@ -285,6 +285,14 @@ def test_broker_stopped_mid_training_and_started_again_changes_nothing(rig, ledg
     assert not failures, "\n".join(failures)
 
 
+def _reasons(view: dict) -> dict[str, str]:
+    out = {"flow": view.get("reason", "")}
+    for task in view.get("tasks", []):
+        out[task["step"]] = task.get("reason", "")
+        out.update({f"{a['party']}/{a['role']}": a.get("reason", "") for a in task.get("algorithm_tasks", [])})
+    return {k: v for k, v in out.items() if v}
+
+
 def run_broker_trial(reference, duration_s: float, seed: int, tmp_path: Path, monkeypatch) -> list[str]:
     from services.demo import prepare_parties
 
@@ -311,6 +319,9 @@ def run_broker_trial(reference, duration_s: float, seed: int, tmp_path: Path, mo
         problems = compare(reference, outcome(platform, flow_id), plan)
         if view["status"] != "SUCCEEDED" and not problems:
             problems.append(f"[{plan.describe()}] flow ended {view['status']}")
+        if problems:  # the why, while the platform's logs still exist (tmp dirs rotate)
+            problems.append(f"[{plan.describe()}] reasons: {_reasons(view)}")
+            print(platform.logs(6000), flush=True)
     finally:
         platform.stop()
         for handle in handles:
