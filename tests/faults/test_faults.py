@@ -146,6 +146,16 @@ def _job_events(bootstrap: str):
     return asyncio.run(read())
 
 
+def _trial(seed: int, target: str, run, *args) -> list[str]:
+    """A trial's problems; one that raised (a wait timed out) is a failed trial, named by its seed,
+    and the soak goes on with the next."""
+    try:
+        return run(*args)
+    except Exception as exc:  # noqa: BLE001 - recorded with the seed, then the next trial
+        return [f"[seed={seed} target={target}; reproduce with FERRY_FAULTS_SEED={seed} pytest tests/faults "
+                f"-k {target}] the trial raised {type(exc).__name__}: {str(exc)[:1500]}"]
+
+
 def run_kill_trial(platform: Platform, reference, duration_s: float, plan: Plan) -> list[str]:
     flow_id = f"fault-{plan.target}-{plan.seed}"
     print(f"faults trial: {plan.describe()}", flush=True)
@@ -188,7 +198,7 @@ def test_kill_minus_9_at_a_seeded_moment_changes_nothing(rig, ledger, request):
     for i, seed in enumerate(_seeds(n)):
         plan = Plan.draw(seed, TARGETS[i % len(TARGETS)], window_s=max(duration_s * 0.6, 1.0))
         started = time.monotonic()
-        problems = run_kill_trial(platform, reference, duration_s, plan)
+        problems = _trial(seed, plan.target, run_kill_trial, platform, reference, duration_s, plan)
         ledger.append({"seed": seed, "target": plan.target, "kill_after_s": round(plan.kill_after_s, 3),
                        "down_s": round(plan.down_s, 3), "ok": not problems,
                        "duration_s": round(time.monotonic() - started, 1), "problems": problems[:5]})
@@ -208,7 +218,7 @@ def test_duplicated_reordered_and_stale_events_change_nothing(rig, ledger, reque
     failures = []
     for seed in _seeds(_extra_trials(request.config)):
         started = time.monotonic()
-        problems = run_events_trial(platform, reference, seed)
+        problems = _trial(seed, "events", run_events_trial, platform, reference, seed)
         ledger.append({"seed": seed, "target": "events", "ok": not problems,
                        "duration_s": round(time.monotonic() - started, 1), "problems": problems[:5]})
         failures += problems
@@ -278,7 +288,8 @@ def test_broker_stopped_mid_training_and_started_again_changes_nothing(rig, ledg
     failures = []
     for i, seed in enumerate(_seeds(_extra_trials(request.config))):
         started = time.monotonic()
-        problems = run_broker_trial(reference, duration_s, seed, tmp_path / f"trial-{i}", monkeypatch)
+        problems = _trial(seed, "broker", run_broker_trial, reference, duration_s, seed,
+                          tmp_path / f"trial-{i}", monkeypatch)
         ledger.append({"seed": seed, "target": "broker", "ok": not problems,
                        "duration_s": round(time.monotonic() - started, 1), "problems": problems[:5]})
         failures += problems
