@@ -110,7 +110,7 @@ class MonitorService:
     default_port = 8083
 
     def __init__(self, bus: Bus, clock: Clock, store: MonitorStateStore, max_attempts: int = 3, *,
-                 lost_after_s: float = 60.0):
+                 lost_after_s: float = 60.0, startup_grace_s: float = 120.0):
         self._bus = bus
         self._clock = clock
         self._store = store
@@ -128,6 +128,7 @@ class MonitorService:
         self.router.include_router(build_dashboard_router(lambda: self.state, self.hub))
         self.changed = asyncio.Event()  # set after every batch: lets waiters re-check state
         self._lost_after_ms = int(lost_after_s * 1000)
+        self._startup_grace_ms = int(startup_grace_s * 1000)
         self._listening_since_ms: int | None = None
         self._next_liveness_ms = 0
         self._declared_lost: set[tuple[str, int, int]] = set()
@@ -248,7 +249,7 @@ class MonitorService:
         if now - self._listening_since_ms < self._lost_after_ms or now < self._next_liveness_ms:
             return
         self._next_liveness_ms = now + min(5_000, max(self._lost_after_ms // 4, 100))
-        for observation in lost_executors(self.state, now, self._lost_after_ms):
+        for observation in lost_executors(self.state, now, self._lost_after_ms, self._startup_grace_ms):
             key = (observation.algo_task_id, observation.attempt, observation.observed_at_ms)
             if key in self._declared_lost:
                 continue
@@ -297,7 +298,8 @@ def build(settings: FerrySettings, bus: Bus, clock: Clock) -> MonitorService:
     store = MonitorStateStore(Path(settings.monitor.state_dir))
     with _paused_gc():
         service = MonitorService(bus, clock, store, settings.monitor.max_attempts,
-                                 lost_after_s=settings.monitor.executor_lost_after_s)
+                                 lost_after_s=settings.monitor.executor_lost_after_s,
+                                 startup_grace_s=settings.monitor.executor_startup_grace_s)
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     return service

@@ -20,7 +20,8 @@ import pytest
 
 from tests.e2e.platform import Platform, free_port  # noqa: F401
 
-HEARTBEAT_ENV = {"FERRY_EXECUTOR__HEARTBEAT_S": "0.5", "FERRY_MONITOR__EXECUTOR_LOST_AFTER_S": "20"}
+HEARTBEAT_ENV = {"FERRY_EXECUTOR__HEARTBEAT_S": "0.5", "FERRY_MONITOR__EXECUTOR_LOST_AFTER_S": "20",
+                 "FERRY_MONITOR__EXECUTOR_STARTUP_GRACE_S": "10"}
 
 
 @pytest.fixture(scope="module")

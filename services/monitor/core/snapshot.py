@@ -150,7 +150,8 @@ def _algo(a: AlgoTask) -> dict:
             "attempt": a.attempt, "job_attempt": a.job_attempt, "job_name": a.job_name, "reason": a.reason,
             "round": a.round, "total_rounds": a.total_rounds, "stage": a.stage, "metrics": dict(a.metrics),
             "updated_at_ms": a.updated_at_ms, "history": [_record(r) for r in a.history],
-            "rounds": [[p.round, p.attempt, p.at_ms, dict(p.metrics)] for p in a.rounds]}
+            "rounds": [[p.round, p.attempt, p.at_ms, dict(p.metrics)] for p in a.rounds],
+            "spoke_attempt": a.spoke_attempt}
 
 
 def _status(value) -> Status | None:
@@ -175,7 +176,7 @@ def _task(d: dict) -> Task:
     algos = tuple(AlgoTask(
         a["algo_task_id"], a["party"], a["role"], Status(a["status"]), a["attempt"], a["job_attempt"],
         a["job_name"], a["reason"], a["round"], a["total_rounds"], a["stage"], a["metrics"],
-        a["updated_at_ms"], _history(a["history"]), _rounds(a.get("rounds", ()))) for a in d["algos"])
+        a["updated_at_ms"], _history(a["history"]), _rounds(a.get("rounds", ())), a.get("spoke_attempt", 0)) for a in d["algos"])
     parked = tuple(codec.decode(base64.b64decode(p)) for p in d["parked"])
     return Task(d["task_id"], d["flow_id"], _status(d["status"]), d["step"], d["index"], d["algorithm"],
                 d["version"], tuple(d["depends_on"]), algos, d["planned_at_ms"], d["updated_at_ms"],
