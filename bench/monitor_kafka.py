@@ -471,6 +471,7 @@ def main() -> int:
     external = os.environ.get("FERRY_KAFKA_BOOTSTRAP")
     handle = None
     load_before = os.getloadavg()
+    provenance = _provenance()  # the code measured is the tree at the start
     t_all = time.perf_counter()
     try:
         if external:
@@ -490,7 +491,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     m = result["median"]
     result.update({
-        **_provenance(),
+        **provenance,
         "broker": "external " + external if external else "shared.devtools.kafka_broker (single node, same machine)",
         "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "bench_wall_s": round(time.perf_counter() - t_all, 1),
