@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from bench._common import provenance
 from shared.devtools.kafka_broker import start_broker, stop_broker
 from tests.e2e.platform import Platform
 from tests.e2e.test_executors_outlive_scheduler import executor_pids
@@ -30,6 +31,10 @@ from tests.faults.harness import Plan, compare, dispatched_twice, outcome, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS = ("splitter", "monitor", "scheduler", "executor")
+# The code under test is the tree when the tests are collected: taken before the reference run,
+# so commits made meanwhile (git metadata is shared with every copy of a worktree) do not
+# relabel the results.
+_PROVENANCE = provenance()
 
 
 def _soak(config) -> bool:
@@ -48,11 +53,8 @@ class Ledger(list):
 
     def __init__(self, soak: bool):
         super().__init__()
-        from bench._common import provenance
-
         self.soak = soak
-        # The code under test is the tree at the start; later edits must not relabel the results.
-        self.provenance = provenance()
+        self.provenance = _PROVENANCE
         self.loadavg_start = [round(x, 2) for x in os.getloadavg()]
         self.started = time.time()
 
