@@ -65,7 +65,7 @@ from services.monitor.app import INPUT_TOPICS, build  # noqa: E402
 from services.monitor.core import snapshot_flow, snapshot_task  # noqa: E402
 from services.monitor.core.state import evolve  # noqa: E402
 from shared import topics  # noqa: E402
-from shared.bus.kafka import KafkaBus, KafkaSettings  # noqa: E402
+from shared.bus.kafka import KafkaBus, KafkaSettings, tls_from_environment  # noqa: E402
 from shared.bus.port import TopicPartition  # noqa: E402
 from shared.clock import ManualClock, SystemClock  # noqa: E402
 from shared.events import Status  # noqa: E402
@@ -119,7 +119,7 @@ async def publish(bootstrap: str, n_tasks: int, prefix: str) -> int:
     partitioner's murmur2): publishing is set-up, not what is measured."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="bench-publisher", acks="all",
                                 enable_idempotence=True, linger_ms=20, max_batch_size=512 * 1024,
-                                max_request_size=4 * 1024 * 1024)
+                                max_request_size=4 * 1024 * 1024, **_tls_kwargs())
     await producer.start()
     try:
         parts: dict[str, int] = {}
@@ -156,7 +156,7 @@ async def publish(bootstrap: str, n_tasks: int, prefix: str) -> int:
 
 
 async def end_offsets(bootstrap: str, names: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="bench-offsets")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="bench-offsets", **_tls_kwargs())
     await consumer.start()
     try:
         tps = []
@@ -174,9 +174,15 @@ async def end_offsets(bootstrap: str, names: list[str]) -> dict[TopicPartition, 
 
 # ------------------------------------------------------------------------------- monitor side
 
-def _bus(bootstrap: str) -> KafkaBus:
-    # The settings a monitor process gets from FerrySettings (linger 5 ms, 1 MiB requests).
-    return KafkaBus(KafkaSettings(bootstrap=bootstrap, client_id="monitor-bench"))
+def _bus(bootstrap: str, role: str = "monitor") -> KafkaBus:
+    # The settings a monitor process gets from FerrySettings (linger 5 ms, 1 MiB requests, mutual
+    # TLS as its own role: the FERRY_KAFKA__* environment, set for the bench's own broker in main()).
+    return KafkaBus(KafkaSettings(bootstrap=bootstrap, client_id="monitor-bench", tls=tls_from_environment(role)))
+
+
+def _tls_kwargs() -> dict:
+    """aiokafka's security arguments for the bench's own raw clients (publisher, offsets): admin."""
+    return tls_from_environment("admin").client_kwargs()
 
 
 async def run_monitor(bootstrap: str, state_dir: Path, targets: dict[TopicPartition, int],
@@ -193,23 +199,25 @@ async def run_monitor(bootstrap: str, state_dir: Path, targets: dict[TopicPartit
     marks: dict[str, float] = {}
     done = asyncio.Event()
     batches = [0]
-    inner = service.handle_batch
+    prepare, store = service.prepare_batch, service.store_batch
 
     def caught_up() -> bool:
         return all(service._offsets.get(tp, 0) >= end for tp, end in targets.items())
 
-    async def handle_batch(records):
+    async def prepare_batch(records):
         if "first" not in marks:
             marks.update(first=time.perf_counter(), first_cpu=time.process_time(),
                          first_broker=_broker_cpu_s(broker_pid), first_gc=GC.total())
-        offsets = await inner(records)
+        return await prepare(records)
+
+    async def store_batch(batch, sent):
+        await store(batch, sent)
         batches[0] += 1
         if "folded" not in marks and caught_up():
             marks["folded"] = time.perf_counter()
             done.set()
-        return offsets
 
-    service.handle_batch = handle_batch  # run() looks it up on the instance
+    service.prepare_batch, service.store_batch = prepare_batch, store_batch  # run() looks them up on the instance
     stop = asyncio.Event()
     t0 = time.perf_counter()
     runner = asyncio.create_task(service.run(stop))
@@ -337,7 +345,7 @@ def _median(rows: list[dict], key: str) -> float:
 
 
 async def bench(args, bootstrap: str, broker_pid: int | None, work: Path) -> dict:
-    bus = _bus(bootstrap)
+    bus = _bus(bootstrap, "admin")  # creating topics is the operator's (admin's) job
     await bus.start()
     await bus.ensure_topics(topics.CATALOGUE)
     await bus.stop()
@@ -463,6 +471,7 @@ def main() -> int:
     external = os.environ.get("FERRY_KAFKA_BOOTSTRAP")
     handle = None
     load_before = os.getloadavg()
+    provenance = _provenance()  # the code measured is the tree at the start
     t_all = time.perf_counter()
     try:
         if external:
@@ -472,6 +481,7 @@ def main() -> int:
 
             handle = start_broker(work / "kafka")
             bootstrap, broker_pid = handle.bootstrap, handle.pid
+            os.environ.update(handle.client_env())  # each client presents its role's certificate
         result = asyncio.run(bench(args, bootstrap, broker_pid, work))
     finally:
         if handle is not None:
@@ -481,7 +491,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     m = result["median"]
     result.update({
-        **_provenance(),
+        **provenance,
         "broker": "external " + external if external else "shared.devtools.kafka_broker (single node, same machine)",
         "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "bench_wall_s": round(time.perf_counter() - t_all, 1),

@@ -17,6 +17,7 @@ Transient handler errors are retried with the given backoff policy.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from typing import Awaitable, Callable, Sequence
 
@@ -48,6 +49,13 @@ class EventPublisher:
                                sequence=seq, producer=f"{self.producer}@{topic}",
                                timestamp_ms=self._clock.now_ms())
 
+    def wrap_many(self, items: Sequence[tuple[str, str, events.Event]]) -> list[events.Envelope]:
+        """wrap() of many events; their ids (128 random bits each, as hex like uuid4().hex) come from
+        one os.urandom call, not one uuid4() each: the monitor wraps a StateChanged per transition."""
+        raw = os.urandom(16 * len(items)).hex()
+        wrap = self.wrap
+        return [wrap(topic, key, event, raw[32 * i:32 * i + 32]) for i, (topic, key, event) in enumerate(items)]
+
     async def publish(self, topic: str, key: str, event: events.Event, event_id: str | None = None) -> events.Envelope:
         envelope = self.wrap(topic, key, event, event_id)
         await self._bus.send(topic, key.encode(), codec.encode(envelope))
@@ -55,7 +63,7 @@ class EventPublisher:
         return envelope
 
     async def publish_many(self, items: Sequence[tuple[str, str, events.Event]]) -> list[events.Envelope]:
-        envelopes = [self.wrap(topic, key, event) for topic, key, event in items]
+        envelopes = self.wrap_many(items)
         await self._bus.send_batch([(topic, key.encode(), codec.encode(env))
                                     for (topic, key, _), env in zip(items, envelopes)])
         for topic, _, _ in items:

@@ -110,6 +110,9 @@ class MonitorGroup(BaseModel):
     executor_lost_after_s: float = Field(
         60.0, description="a RUNNING executor not heard from (heartbeat, progress, observation) for this long "
                           "is declared lost and retried; keep well above the executors' heartbeat_s")
+    executor_startup_grace_s: float = Field(
+        120.0, description="extra time before an executor that has not yet sent its first heartbeat is declared "
+                           "lost (it may be importing torch on a loaded node)")
 
 
 class ExecutorGroup(BaseModel):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,7 +27,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.errors import (ClusterAuthorizationFailedError, CommitFailedError, GroupAuthorizationFailedError,
                              IllegalStateError, KafkaError, MessageSizeTooLargeError,
                              TopicAuthorizationFailedError)
@@ -100,6 +101,27 @@ def _warn_if_plaintext(tls: KafkaTLS, bootstrap: str, client_id: str) -> None:
                    "Development only.")
 
 
+class _MemoPartitioner:
+    """aiokafka's DefaultPartitioner (murmur2 of the key over all partitions), each key's hash
+    remembered: the pure-Python murmur2 was a third of a send's CPU, and a service sends many
+    records to few keys (the monitor: every transition of a task under its task id)."""
+
+    def __init__(self, size: int = 1 << 16):
+        self._size = size
+        self._hashes: dict[bytes, int] = {}
+        self._default = DefaultPartitioner()
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return self._default(key, all_partitions, available)
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self._size:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     bootstrap: str = "127.0.0.1:9092"
@@ -109,6 +131,7 @@ class KafkaSettings:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     replication_factor: int = 1
+    start_timeout_s: float = 60.0        # how long start() waits for a broker that is down
     tls: KafkaTLS = field(default_factory=tls_from_environment)
 
 
@@ -119,22 +142,39 @@ class KafkaBus:
         self.max_record_bytes = settings.max_request_bytes - RECORD_OVERHEAD_BYTES
 
     async def start(self) -> None:
+        """Connect; a broker that is down (restarting) is waited for, with backoff, up to
+        `start_timeout_s`: a process that starts during a short outage (an executor started as
+        the broker restarts) must not fail its task for it. Then TransientError."""
         s = self._settings
         _warn_if_plaintext(s.tls, s.bootstrap, s.client_id)
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap, client_id=s.client_id, acks="all",
-            enable_idempotence=True, linger_ms=s.linger_ms, max_request_size=s.max_request_bytes,
-            **s.tls.client_kwargs(),
-        )
-        try:
-            await self._producer.start()
-        except _AUTHORIZATION_FAILED as exc:
-            await self._producer.stop()
-            raise ConfigurationError(f"kafka at {s.bootstrap} refused this client's identity "
-                                     f"({s.tls.cert_file}): {exc}; its role has no ACL for this") from exc
-        except KafkaError as exc:
-            await self._producer.stop()
-            raise TransientError(f"kafka at {s.bootstrap} unavailable: {exc}") from exc
+        deadline = time.monotonic() + s.start_timeout_s
+        delay = 0.25
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=s.bootstrap, client_id=s.client_id, acks="all",
+                enable_idempotence=True, linger_ms=s.linger_ms, max_request_size=s.max_request_bytes,
+                # Per-partition batches up to 256 KiB (16 KiB by default): a burst of small records
+                # costs the broker a few requests, not hundreds.
+                max_batch_size=min(s.max_request_bytes, 256 * 1024), partitioner=_MemoPartitioner(),
+                **s.tls.client_kwargs(),
+            )
+            try:
+                await producer.start()
+            except _AUTHORIZATION_FAILED as exc:
+                await producer.stop()
+                raise ConfigurationError(f"kafka at {s.bootstrap} refused this client's identity "
+                                         f"({s.tls.cert_file}): {exc}; its role has no ACL for this") from exc
+            except KafkaError as exc:
+                await producer.stop()
+                if time.monotonic() + delay > deadline:
+                    raise TransientError(f"kafka at {s.bootstrap} unavailable: {exc}") from exc
+                structlog.get_logger().warning("kafka.unavailable_retrying", bootstrap=s.bootstrap,
+                                               client_id=s.client_id, retry_in_s=delay, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._producer = producer
+            return
 
     async def stop(self) -> None:
         if self._producer is not None:

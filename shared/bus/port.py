@@ -123,8 +123,10 @@ class Bus(Protocol):
 
 def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
     """Offsets to commit once `records` are handled: one past the last of each partition."""
-    out: dict[TopicPartition, int] = {}
+    last: dict[tuple[str, int], int] = {}  # plain tuples: a TopicPartition per record was a hot spot
+    get = last.get
     for r in records:
-        if r.offset + 1 > out.get(r.tp, -1):
-            out[r.tp] = r.offset + 1
-    return out
+        key = (r.topic, r.partition)
+        if r.offset >= get(key, -1):
+            last[key] = r.offset
+    return {TopicPartition(topic, partition): offset + 1 for (topic, partition), offset in last.items()}

@@ -19,7 +19,8 @@ from pathlib import Path
 from tests.e2e.platform import (Platform, algorithm_tasks, executor_pids, new_flow_id, noop_step,  # noqa: F401
                                 platform_fixture)
 
-HEARTBEAT_ENV = {"FERRY_EXECUTOR__HEARTBEAT_S": "0.5", "FERRY_MONITOR__EXECUTOR_LOST_AFTER_S": "20"}
+HEARTBEAT_ENV = {"FERRY_EXECUTOR__HEARTBEAT_S": "0.5", "FERRY_MONITOR__EXECUTOR_LOST_AFTER_S": "20",
+                 "FERRY_MONITOR__EXECUTOR_STARTUP_GRACE_S": "10"}
 
 
 platform = platform_fixture("adoption-e2e", env=HEARTBEAT_ENV, clean_exit=False)

@@ -3,8 +3,9 @@ inject duplicated, reordered and stale events; the outcome must equal an uninter
 
 Default (`make test`): one trial per target, a few minutes. Soak: FERRY_FAULTS_SOAK=1 (or
 `pytest --soak`) runs FERRY_FAULTS_TRIALS (default 20) kill trials round-robin over the
-targets plus the broker and event trials, and writes bench/results/faults.json with
-`trials`, `failures`, the seeds, `commit` and `clean_tree`. FERRY_FAULTS_SEED fixes the
+targets plus FERRY_FAULTS_EXTRA_TRIALS (default 2) broker and event trials each, and writes
+bench/results/faults.json with `trials`, `failures`, the seeds, each trial's outcome,
+duration and load average, `commit` and `clean_tree`. FERRY_FAULTS_SEED fixes the
 first seed (each trial's seed is printed, and named in every failure).
 """
 
@@ -15,13 +16,14 @@ import json
 import os
 import random
 import signal
-import subprocess
+import statistics
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from bench._common import provenance
 from shared.devtools.kafka_broker import start_broker, stop_broker
 from tests.e2e.platform import Platform
 from tests.e2e.test_executors_outlive_scheduler import executor_pids
@@ -29,6 +31,10 @@ from tests.faults.harness import Plan, compare, dispatched_twice, outcome, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS = ("splitter", "monitor", "scheduler", "executor")
+# The code under test is the tree when the tests are collected: taken before the reference run,
+# so commits made meanwhile (git metadata is shared with every copy of a worktree) do not
+# relabel the results.
+_PROVENANCE = provenance()
 
 
 def _soak(config) -> bool:
@@ -41,29 +47,36 @@ def _seeds(n: int) -> list[int]:
 
 
 class Ledger(list):
-    """Every trial's seed and result; in soak mode bench/results/faults.json is rewritten after each
-    trial, so a soak cut short still leaves what it measured."""
+    """Every trial's seed, outcome, duration and load average; in soak mode
+    bench/results/faults.json is rewritten after each trial, so a soak cut short still leaves
+    what it measured."""
 
     def __init__(self, soak: bool):
         super().__init__()
         self.soak = soak
-        # The code under test is the tree at the start; later edits must not relabel the results.
-        self.commit = self._git("rev-parse", "--short", "HEAD")
-        self.clean_tree = self._git("status", "--porcelain", "--untracked-files=no") == ""
-
-    @staticmethod
-    def _git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        self.provenance = _PROVENANCE
+        self.loadavg_start = [round(x, 2) for x in os.getloadavg()]
+        self.started = time.time()
 
     def append(self, row: dict) -> None:
+        row["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
         super().append(row)
+        print(f"faults trial done: seed={row['seed']} target={row['target']} ok={row['ok']} "
+              f"duration_s={row.get('duration_s')} load={row['loadavg_after']}", flush=True)
         if self.soak:
             self.write()
 
     def write(self) -> None:
         result = {"trials": len(self), "failures": sum(1 for r in self if not r["ok"]),
-                  "targets": sorted({r["target"] for r in self}), "rows": list(self),
-                  "commit": self.commit, "clean_tree": self.clean_tree}
+                  "seeds": [r["seed"] for r in self],
+                  "targets": {t: sum(1 for r in self if r["target"] == t) for t in sorted({r["target"] for r in self})},
+                  "duration_s_median": statistics.median(r["duration_s"] for r in self),
+                  "wall_s": round(time.time() - self.started, 1),
+                  "loadavg_start": self.loadavg_start, "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+                  "loadavg_1m_median": statistics.median(r["loadavg_after"][0] for r in self),
+                  "reproduce": "FERRY_FAULTS_SEED=<seed> pytest tests/faults -k <test> (see each row's problems; "
+                               "the kill test runs its targets round-robin from that seed)",
+                  "rows": list(self), **self.provenance}
         out = ROOT / "bench" / "results" / "faults.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
@@ -135,6 +148,16 @@ def _job_events(bootstrap: str):
     return asyncio.run(read())
 
 
+def _trial(seed: int, target: str, run, *args) -> list[str]:
+    """A trial's problems; one that raised (a wait timed out) is a failed trial, named by its seed,
+    and the soak goes on with the next."""
+    try:
+        return run(*args)
+    except Exception as exc:  # noqa: BLE001 - recorded with the seed, then the next trial
+        return [f"[seed={seed} target={target}; reproduce with FERRY_FAULTS_SEED={seed} pytest tests/faults "
+                f"-k {target}] the trial raised {type(exc).__name__}: {str(exc)[:1500]}"]
+
+
 def run_kill_trial(platform: Platform, reference, duration_s: float, plan: Plan) -> list[str]:
     flow_id = f"fault-{plan.target}-{plan.seed}"
     print(f"faults trial: {plan.describe()}", flush=True)
@@ -176,18 +199,35 @@ def test_kill_minus_9_at_a_seeded_moment_changes_nothing(rig, ledger, request):
     failures = []
     for i, seed in enumerate(_seeds(n)):
         plan = Plan.draw(seed, TARGETS[i % len(TARGETS)], window_s=max(duration_s * 0.6, 1.0))
-        problems = run_kill_trial(platform, reference, duration_s, plan)
+        started = time.monotonic()
+        problems = _trial(seed, plan.target, run_kill_trial, platform, reference, duration_s, plan)
         ledger.append({"seed": seed, "target": plan.target, "kill_after_s": round(plan.kill_after_s, 3),
-                       "ok": not problems, "problems": problems[:5]})
+                       "down_s": round(plan.down_s, 3), "ok": not problems,
+                       "duration_s": round(time.monotonic() - started, 1), "problems": problems[:5]})
         failures += problems
     assert not failures, "\n".join(failures + ["", platform.logs(1500)])
 
 
-def test_duplicated_reordered_and_stale_events_change_nothing(rig, ledger):
+def _extra_trials(config) -> int:
+    """Broker and event trials: one each by default, FERRY_FAULTS_EXTRA_TRIALS (default 2) in soak."""
+    return int(os.environ.get("FERRY_FAULTS_EXTRA_TRIALS", "2")) if _soak(config) else 1
+
+
+def test_duplicated_reordered_and_stale_events_change_nothing(rig, ledger, request):
     """Mid-flight: every fact about the flow so far is published again, in reverse order, plus
     stale facts of an attempt that never ran; after the end, all of it once more."""
     platform, reference, _ = rig
-    seed = _seeds(1)[0]
+    failures = []
+    for seed in _seeds(_extra_trials(request.config)):
+        started = time.monotonic()
+        problems = _trial(seed, "events", run_events_trial, platform, reference, seed)
+        ledger.append({"seed": seed, "target": "events", "ok": not problems,
+                       "duration_s": round(time.monotonic() - started, 1), "problems": problems[:5]})
+        failures += problems
+    assert not failures, "\n".join(failures)
+
+
+def run_events_trial(platform: Platform, reference, seed: int) -> list[str]:
     plan = Plan.draw(seed, "events", window_s=2.0)
     print(f"faults trial: {plan.describe()}", flush=True)
     flow_id = f"fault-events-{seed}"
@@ -200,9 +240,7 @@ def test_duplicated_reordered_and_stale_events_change_nothing(rig, ledger):
     asyncio.run(_inject(platform.bootstrap, flow_id, seed + 1))
     time.sleep(3)
     after = outcome(platform, flow_id)
-    problems = compare(reference, before, plan) + compare(before, after, plan)
-    ledger.append({"seed": seed, "target": "events", "ok": not problems, "problems": problems[:5]})
-    assert not problems, "\n".join(problems)
+    return compare(reference, before, plan) + compare(before, after, plan)
 
 
 async def _inject(bootstrap: str, flow_id: str, seed: int) -> None:
@@ -246,12 +284,31 @@ async def _inject(bootstrap: str, flow_id: str, seed: int) -> None:
         await bus.stop()
 
 
-def test_broker_stopped_mid_training_and_started_again_changes_nothing(rig, ledger, tmp_path, monkeypatch):
+def test_broker_stopped_mid_training_and_started_again_changes_nothing(rig, ledger, tmp_path, monkeypatch, request):
     """The platform on its own broker, stopped for a few seconds at a seeded moment mid-training."""
     _, reference, duration_s = rig
+    failures = []
+    for i, seed in enumerate(_seeds(_extra_trials(request.config))):
+        started = time.monotonic()
+        problems = _trial(seed, "broker", run_broker_trial, reference, duration_s, seed,
+                          tmp_path / f"trial-{i}", monkeypatch)
+        ledger.append({"seed": seed, "target": "broker", "ok": not problems,
+                       "duration_s": round(time.monotonic() - started, 1), "problems": problems[:5]})
+        failures += problems
+    assert not failures, "\n".join(failures)
+
+
+def _reasons(view: dict) -> dict[str, str]:
+    out = {"flow": view.get("reason", "")}
+    for task in view.get("tasks", []):
+        out[task["step"]] = task.get("reason", "")
+        out.update({f"{a['party']}/{a['role']}": a.get("reason", "") for a in task.get("algorithm_tasks", [])})
+    return {k: v for k, v in out.items() if v}
+
+
+def run_broker_trial(reference, duration_s: float, seed: int, tmp_path: Path, monkeypatch) -> list[str]:
     from services.demo import prepare_parties
 
-    seed = _seeds(1)[0]
     plan = Plan.draw(seed, "broker", window_s=max(duration_s * 0.5, 1.0))
     print(f"faults trial: {plan.describe()}", flush=True)
     handles = [start_broker(tmp_path / "kafka")]
@@ -259,7 +316,7 @@ def test_broker_stopped_mid_training_and_started_again_changes_nothing(rig, ledg
     for name, value in handles[0].client_env().items():
         monkeypatch.setenv(name, value)
     work = tmp_path / "work"
-    work.mkdir()
+    work.mkdir(parents=True)
     prepare_parties(work)
     platform = Platform(handles[0].bootstrap, tmp_path / "platform",
                         env=handles[0].client_env()).start(work_dir=work)  # its own broker, its own CA
@@ -275,9 +332,11 @@ def test_broker_stopped_mid_training_and_started_again_changes_nothing(rig, ledg
         problems = compare(reference, outcome(platform, flow_id), plan)
         if view["status"] != "SUCCEEDED" and not problems:
             problems.append(f"[{plan.describe()}] flow ended {view['status']}")
+        if problems:  # the why, while the platform's logs still exist (tmp dirs rotate)
+            problems.append(f"[{plan.describe()}] reasons: {_reasons(view)}")
+            print(platform.logs(6000), flush=True)
     finally:
         platform.stop()
         for handle in handles:
             stop_broker(handle)
-    ledger.append({"seed": seed, "target": "broker", "ok": not problems, "problems": problems[:5]})
-    assert not problems, "\n".join(problems)
+    return problems

@@ -82,7 +82,7 @@ def _absorb(algo: AlgoTask, fact: Fact, event, at_ms: int) -> AlgoTask:
     """The data a fact of the current attempt carries, whatever it does to the status."""
     if fact is Fact.PROGRESS:
         if event.stage == HEARTBEAT_STAGE:  # alive, nothing more: the progress shown stays
-            return evolve(algo, job_attempt=event.attempt, updated_at_ms=at_ms)
+            return evolve(algo, job_attempt=event.attempt, updated_at_ms=at_ms, spoke_attempt=event.attempt)
         rounds = algo.rounds
         if event.round > 0 and event.metrics:
             rounds = record_round(rounds, RoundPoint(event.round, event.attempt, at_ms, dict(event.metrics)))
@@ -92,7 +92,7 @@ def _absorb(algo: AlgoTask, fact: Fact, event, at_ms: int) -> AlgoTask:
             algo, job_attempt=event.attempt, round=event.round if numbered else algo.round,
             total_rounds=event.total_rounds if numbered else algo.total_rounds,
             stage=event.stage, metrics=dict(event.metrics) if event.metrics else algo.metrics,
-            updated_at_ms=at_ms, rounds=rounds)
+            updated_at_ms=at_ms, rounds=rounds, spoke_attempt=event.attempt)
     if fact is Fact.JOB_DISPATCH_FAILED:
         return evolve(algo, updated_at_ms=at_ms)
     if fact is Fact.SEEN_PENDING and event.reason:  # why it waits: queued by admission, unschedulable pod

@@ -23,17 +23,20 @@ from shared.events import Observation, Phase, Status
 LOST_SOURCE = "monitor/liveness"
 
 
-def lost_executors(state: MonitorState, now_ms: int, lost_after_ms: int) -> Iterator[Observation]:
-    horizon = now_ms - lost_after_ms
+def lost_executors(state: MonitorState, now_ms: int, lost_after_ms: int,
+                   startup_grace_ms: int = 0) -> Iterator[Observation]:
+    """An executor that has not yet spoken itself (no heartbeat or report of its attempt) gets
+    `startup_grace_ms` more: it may still be importing its libraries on a loaded node."""
     for task in state.tasks.values():
         for algo in task.algos:
-            if algo.status is Status.RUNNING and algo.updated_at_ms < horizon:
+            limit = lost_after_ms if algo.spoke_attempt == algo.attempt else lost_after_ms + startup_grace_ms
+            if algo.status is Status.RUNNING and algo.updated_at_ms < now_ms - limit:
                 silent_s = (now_ms - algo.updated_at_ms) / 1000
                 yield Observation(
                     algo_task_id=algo.algo_task_id, task_id=task.task_id, flow_id=task.flow_id,
                     attempt=algo.attempt, phase=Phase.FAILED, object_name=algo.job_name,
                     reason=f"executor lost: not heard from for {silent_s:.0f} s "
-                           f"(limit {lost_after_ms / 1000:g} s)",
+                           f"(limit {limit / 1000:g} s)",
                     retriable=True, source=LOST_SOURCE, observed_at_ms=algo.updated_at_ms)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from services.monitor.core.pmap import PMap
 from services.monitor.core.rounds import RoundPoint
@@ -24,7 +24,10 @@ from shared.wire import codec
 FORMAT = 1
 
 
-def snapshot_task(state: MonitorState, task_id: str) -> bytes:
+def snapshot_task(state: MonitorState, task_id: str,
+                  wire: Mapping[int, tuple[Envelope, bytes]] | None = None) -> bytes:
+    """`wire` (id(envelope) -> (envelope, bytes)): the bytes parked envelopes were decoded from,
+    where the caller still has them, so they need not be encoded again."""
     task = state.tasks[task_id]
     return _dump({
         "format": FORMAT, "kind": "task", "task_id": task.task_id, "flow_id": task.flow_id,
@@ -32,7 +35,7 @@ def snapshot_task(state: MonitorState, task_id: str) -> bytes:
         "algorithm": task.algorithm, "version": task.version, "depends_on": list(task.depends_on),
         "planned_at_ms": task.planned_at_ms, "updated_at_ms": task.updated_at_ms, "reason": task.reason,
         "history": [_record(r) for r in task.history], "sequences": _sequences(task.sequences),
-        "parked": [base64.b64encode(codec.encode(e)).decode() for e in task.parked],
+        "parked": [_parked(e, wire) for e in task.parked],
         "algos": [_algo(a) for a in task.algos],
     })
 
@@ -52,6 +55,25 @@ def snapshot_all(state: MonitorState) -> Iterator[bytes]:
         yield snapshot_task(state, task_id)
     for flow_id in state.flows:
         yield snapshot_flow(state, flow_id)
+
+
+def touched_since(before: MonitorState, after: MonitorState, flow_ids: Iterable[str],
+                  task_ids: Iterable[str]) -> tuple[list[str], list[str]]:
+    """touched() over a whole batch: `before` is the state before the batch, `flow_ids` and
+    `task_ids` every flow and task id its events named. Entries are never removed and every
+    change of a step stays inside its event's flow and task, so the entries to rewrite are those
+    among these (and the named flows' tasks) that are not the very objects they were before."""
+    candidates = dict.fromkeys(task_ids)
+    flows = []
+    for flow_id in flow_ids:
+        flow = after.flows.get(flow_id)
+        if flow is None:
+            continue
+        candidates.update(dict.fromkeys(flow.task_ids))
+        if flow is not before.flows.get(flow_id):
+            flows.append(flow_id)
+    tasks = [t for t in candidates if t and after.tasks.get(t) is not before.tasks.get(t)]
+    return tasks, flows
 
 
 def touched(before: MonitorState, after: MonitorState, env: Envelope) -> tuple[list[str], list[str]]:
@@ -86,6 +108,26 @@ def restore(snapshots: Iterable[bytes], max_attempts: int = DEFAULT_MAX_ATTEMPTS
                         PMap.from_items(algo_to_task), max_attempts)
 
 
+# A parked fact is re-encoded into every snapshot of its task until the plan arrives, and a
+# backlog read topic by topic parks thousands: each envelope's text is kept while its object
+# lives in the state (the tuple holds the object, so its id is not reused meanwhile).
+_PARKED_TEXT: dict[int, tuple[Envelope, str]] = {}
+_PARKED_TEXT_MAX = 50_000
+
+
+def _parked(env: Envelope, wire: Mapping[int, tuple[Envelope, bytes]] | None) -> str:
+    hit = _PARKED_TEXT.get(id(env))
+    if hit is not None and hit[0] is env:
+        return hit[1]
+    if len(_PARKED_TEXT) >= _PARKED_TEXT_MAX:
+        _PARKED_TEXT.clear()
+    source = wire.get(id(env)) if wire else None
+    data = source[1] if source is not None and source[0] is env else codec.encode(env)
+    text = base64.b64encode(data).decode()
+    _PARKED_TEXT[id(env)] = (env, text)
+    return text
+
+
 def _dump(data: dict) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -108,7 +150,8 @@ def _algo(a: AlgoTask) -> dict:
             "attempt": a.attempt, "job_attempt": a.job_attempt, "job_name": a.job_name, "reason": a.reason,
             "round": a.round, "total_rounds": a.total_rounds, "stage": a.stage, "metrics": dict(a.metrics),
             "updated_at_ms": a.updated_at_ms, "history": [_record(r) for r in a.history],
-            "rounds": [[p.round, p.attempt, p.at_ms, dict(p.metrics)] for p in a.rounds]}
+            "rounds": [[p.round, p.attempt, p.at_ms, dict(p.metrics)] for p in a.rounds],
+            "spoke_attempt": a.spoke_attempt}
 
 
 def _status(value) -> Status | None:
@@ -133,7 +176,7 @@ def _task(d: dict) -> Task:
     algos = tuple(AlgoTask(
         a["algo_task_id"], a["party"], a["role"], Status(a["status"]), a["attempt"], a["job_attempt"],
         a["job_name"], a["reason"], a["round"], a["total_rounds"], a["stage"], a["metrics"],
-        a["updated_at_ms"], _history(a["history"]), _rounds(a.get("rounds", ()))) for a in d["algos"])
+        a["updated_at_ms"], _history(a["history"]), _rounds(a.get("rounds", ())), a.get("spoke_attempt", 0)) for a in d["algos"])
     parked = tuple(codec.decode(base64.b64decode(p)) for p in d["parked"])
     return Task(d["task_id"], d["flow_id"], _status(d["status"]), d["step"], d["index"], d["algorithm"],
                 d["version"], tuple(d["depends_on"]), algos, d["planned_at_ms"], d["updated_at_ms"],

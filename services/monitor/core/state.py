@@ -63,6 +63,9 @@ class AlgoTask:
     updated_at_ms: int = 0
     history: tuple[Record, ...] = ()
     rounds: tuple[RoundPoint, ...] = ()   # per-round metrics, ascending (rounds.py)
+    # The newest attempt whose executor has itself spoken (a heartbeat or a report): until then
+    # it may still be starting (importing torch on a loaded node), which liveness.py allows for.
+    spoke_attempt: int = 0
 
     @property
     def dispatched(self) -> bool:
