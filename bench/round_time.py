@@ -412,7 +412,7 @@ def _payload(results: list[dict], failed: list[dict], host: dict, started: float
         "s_per_round_3p_7m_synthetic": _key(by, "3p_7m_synthetic", "s_per_round"),
         "overhead_share_3p_7m_synthetic": _overhead_share(by.get("3p_7m_synthetic")),
         "async_speedup": None,
-        "not_measured": "async_speedup: FedBuff asynchronous aggregation is not implemented in this revision",
+        "not_measured": "async_speedup: measured by bench/fedbuff.py (bench/results/fedbuff.json), not in this grid",
         "load_average_at_write": [round(x, 1) for x in os.getloadavg()],
         "machine": host, "elapsed_s": round(time.monotonic() - started, 1),
         "rows": results, "failed_rows": failed,

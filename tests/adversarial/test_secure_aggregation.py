@@ -79,12 +79,8 @@ def _corrupt(message, key: str):
     return dataclasses.replace(message, blobs=blobs)  # signature unchanged: the client itself lies
 
 
-def test_a_corrupted_self_mask_share_is_caught_and_outvoted():
-    """Before: a wrong share rebuilt a wrong seed and a garbage model, silently. Now the seed is
-    checked against the commitment b signed when it shared it; with a share to spare, the
-    honest t-subset wins and the sum is exact."""
-    names = ("a", "b", "c", "d", "e")
-    sim = Sim(names=names)
+def _a_corrupts_its_share_of_b(sim) -> None:
+    """Client a sends the aggregator a wrong share of b's self-mask seed, properly signed."""
     original = sim.to_server
 
     def lying(sender, messages):
@@ -97,6 +93,15 @@ def test_a_corrupted_self_mask_share_is_caught_and_outvoted():
         original(sender, out)
 
     sim.to_server = lying
+
+
+def test_a_corrupted_self_mask_share_is_caught_and_outvoted():
+    """Before: a wrong share rebuilt a wrong seed and a garbage model, silently. Now the seed is
+    checked against the commitment b signed when it shared it; with a share to spare, the
+    honest t-subset wins and the sum is exact."""
+    names = ("a", "b", "c", "d", "e")
+    sim = Sim(names=names)
+    _a_corrupts_its_share_of_b(sim)
     total, survivors = sim.run()
     assert np.array_equal(total, sim.expected(survivors))
 
@@ -104,17 +109,6 @@ def test_a_corrupted_self_mask_share_is_caught_and_outvoted():
 def test_with_no_share_to_spare_a_corrupted_share_fails_the_round_loudly():
     names = ("a", "b", "c")  # t = 2; c falls silent at UNMASK, so exactly t shares arrive
     sim = Sim(names=names, drop={Stage.UNMASK: {"c"}})
-    original = sim.to_server
-
-    def lying(sender, messages):
-        out = []
-        for m in messages:
-            if sender == "a" and m.stage is Stage.UNMASK:
-                bad = _corrupt(m, "b/b")
-                m = signed(CTX, sim.rings["a"], Stage.UNMASK, "agg", bad.header, bad.blobs)
-            out.append(m)
-        original(sender, out)
-
-    sim.to_server = lying
+    _a_corrupts_its_share_of_b(sim)
     with pytest.raises(ProtocolViolation, match="self-mask shares of b do not rebuild the seed it committed to"):
         sim.run()

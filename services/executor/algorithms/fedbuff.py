@@ -114,7 +114,7 @@ class BufferedRounds:
         model = self.models[base]
         try:
             weights = check_update(message, model, self.agg.joined.get(sender, {}), p,
-                                   weights=self.agg._weights_of(message, model))
+                                   weights=self.agg.weights_of(message, model))
         except UpdateRejected as exc:
             self.channel.reject(message, exc.reason, str(exc))
             await self.ctx.report(round=self.buffer.version + 1, total_rounds=int(p["rounds"]),

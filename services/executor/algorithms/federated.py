@@ -251,7 +251,7 @@ class _Aggregation:
                     continue
                 try:  # authenticated is not honest: a client's own numbers must be in the declared bounds
                     weights = check_update(message, global_w, self.joined.get(message.sender, {}), p,
-                                           weights=self._weights_of(message, global_w))
+                                           weights=self.weights_of(message, global_w))
                 except UpdateRejected as exc:
                     self.channel.reject(message, exc.reason, str(exc))
                     await ctx.report(round=r, total_rounds=int(p["rounds"]), stage=f"rejected update: {exc}"[:300])
@@ -269,7 +269,7 @@ class _Aggregation:
         evaluations = [m for *_, m in ordered if m.get("eval_n")]
         return [(w, n) for w, n, _, _ in ordered], [(loss, n) for _, n, loss, _ in ordered], evaluations
 
-    def _weights_of(self, update, global_w) -> dict[str, np.ndarray]:
+    def weights_of(self, update, global_w) -> dict[str, np.ndarray]:
         """A client's model: sent whole, or as a compressed delta from the round's global model.
 
         An update that does not decode is refused like any out-of-range one: that client counts
