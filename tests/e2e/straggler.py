@@ -34,8 +34,8 @@ def prepare_straggler_parties(work_dir: Path) -> None:
 
 
 def straggler_flow(aggregation: str, rounds: int, *, buffer_size: int = 2, max_staleness: int = 6,
-                   lr: float = 0.05) -> dict:
-    params = {"model": "mlp", "hidden": 128, "rounds": rounds, "local_epochs": 1, "batch_size": 16, "lr": lr,
+                   lr: float = 0.05, local_epochs: int = 1) -> dict:
+    params = {"model": "mlp", "hidden": 128, "rounds": rounds, "local_epochs": local_epochs, "batch_size": 16, "lr": lr,
               "optimizer": "sgd", "strategy": "fedavg", "min_clients": 3, "seed": 3, "aggregation": aggregation,
               "async_buffer_size": buffer_size, "async_max_staleness": max_staleness, "round_timeout_s": 120}
     return {"flow": f"straggler-{aggregation}",
