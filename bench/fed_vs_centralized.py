@@ -20,23 +20,28 @@ independently. A cell's gap (federated - centralized test accuracy, in points) i
 summarised over the split seeds: mean, standard deviation, min/max, and the paired t-test of
 the two sides' accuracies across seeds (scipy.stats.ttest_rel; p = 1 when all gaps are 0).
 
-Grid: lr in LRS for every model; FedProx (non-IID rows) tunes mu in MUS on the validation rows
-too. A run with mu = 1.0 alone changed the correctness of 0.2 test rows per seed on average
-(of 114), so MUS reaches 10, where lr * mu = 1 pulls every local step hard back to the global
-model; each FedProx row reports on how many test rows its correctness differs from FedAvg's,
-and FedProx - FedAvg with its own paired test. Rounds, local epochs and batch
-sizes are fixed in advance (not tuned).
+Settings (SETTINGS), each its own question:
+  breast_cancer  sklearn breast_cancer (2 classes), 3 parties, logreg, 10 rounds of 1 local epoch,
+                 IID and Dirichlet(0.5) partitions; lr in (0.03, 0.1, 0.3). How far does FedAvg
+                 fall from pooled training? The IID rows give max_abs_mean_gap_iid_pt. FedProx on
+                 the Dirichlet rows with mu in (1, 10): mild skew, 3 parties and one local epoch
+                 leave little drift to correct (an earlier run: mu 1 changed the correctness of
+                 0.2 of 114 test rows per seed), the contrast to the next setting.
+  digits_drift   sklearn digits (10 classes, 1,797 rows), 10 parties, Dirichlet(0.1) label skew
+                 (on the five split seeds each party's training rows hold 1 to 5 digits with a
+                 share of 10% or more), MLP (one hidden layer of 64), 10 rounds of
+                 5 local epochs: the client-drift regime of Li et al. 2020, where FedProx's
+                 proximal term is meant to help. FedAvg tunes lr in (0.03, 0.1); FedProx tunes lr
+                 and mu in (0.01, 0.1, 1) jointly (Li et al.'s grid was 0.001..1).
+Each FedProx row reports FedProx - FedAvg (both tuned on validation rows, same seed): mean,
+spread, its own paired t-test, the number of test rows whose correctness differs, and per seed
+every mu of the grid at the chosen lr (`by_mu_at_chosen_lr`), so a reader sees whether and in
+which direction the term moves the model. Rounds, local epochs, batch sizes and hidden sizes
+are fixed in advance (not tuned).
 
-Matrix (full run: 5 split seeds x 12 training steps of 10 rounds). It is shrunk to fit the
-shared 2-core machine (load average ~60 from the other engineers when it last ran), and
-quotes must say so: breast_cancer only (no digits or synthetic rows), 3 parties only (no 10),
-logistic regression only (no MLP), 10 rounds, two FedProx mus:
-  datasets    breast_cancer (sklearn, 2 classes)
-  partitions  iid; dirichlet (label skew, alpha 0.5)
-  parties     3
-  models      logreg
-  strategies  fedavg everywhere; fedprox too on the non-IID partition
---quick: 2 split seeds, lr grid of 2, fedprox mu 1 only.
+Shrunk to fit the shared 2-core machine (SHRUNK; quotes must say so): no IID or synthetic rows
+for digits, no 10-party breast cancer, one model per setting, 10 rounds.
+--quick: 2 split seeds, lr 0.1, mu 1.0 only (~2 min for both settings when the machine is idle).
 
 Flows run in `--jobs` worker processes (default 2). Results go to
 bench/results/fed_vs_centralized.json (full run; --quick writes only with --out) with
@@ -49,6 +54,7 @@ import argparse
 import asyncio
 import itertools
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -76,16 +82,27 @@ from bench._common import (  # noqa: E402
 
 OUT = RESULTS / "fed_vs_centralized.json"
 SPLIT_SEEDS = (7, 8, 9, 10, 11)
-TEST_FRACTION, VAL_FRACTION, ALPHA, PARTIES = 0.2, 0.2, 0.5, 3
+TEST_FRACTION, VAL_FRACTION = 0.2, 0.2
 LRS = (0.03, 0.1, 0.3)
-MUS = (1.0, 10.0)
-
-DATASETS: dict[str, dict[str, Any]] = {
-    "breast_cancer": {"source": "sklearn:breast_cancer",
-                      "hp": {"rounds": 10, "local_epochs": 1, "batch_size": 32}},
-}
 COMMON_HP = {"hidden": 64, "optimizer": "sgd"}
-MODELS = ("logreg",)
+
+# One setting per question. "breast_cancer" asks how far FedAvg falls from pooled training (IID
+# and mild label skew); "digits_drift" asks whether FedProx's proximal term changes anything
+# where client drift is real (Li et al. 2020): strong label skew over 10 parties, 5 local
+# epochs per round, an MLP.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "breast_cancer": {"dataset": "breast_cancer", "source": "sklearn:breast_cancer", "parties": 3,
+                      "alpha": 0.5, "models": ("logreg",), "schemes": ("iid", "dirichlet"),
+                      "fedprox_schemes": ("dirichlet",), "lrs": LRS, "mus": (1.0, 10.0),
+                      "hp": {"rounds": 10, "local_epochs": 1, "batch_size": 32}},
+    "digits_drift": {"dataset": "digits", "source": "sklearn:digits", "parties": 10,
+                     "alpha": 0.1, "models": ("mlp",), "schemes": ("dirichlet",),
+                     "fedprox_schemes": ("dirichlet",), "lrs": (0.03, 0.1), "mus": (0.01, 0.1, 1.0),
+                     "hp": {"rounds": 10, "local_epochs": 5, "batch_size": 32}},
+}
+SHRUNK = ("to fit the shared 2-core machine: breast_cancer 3 parties logreg only; digits 10 parties "
+          "Dirichlet(0.1) MLP only (no digits IID, no synthetic, no 10-party breast cancer); 10 rounds")
+QUICK = {"seeds": 2, "lrs": (0.1,), "mus": (1.0,)}
 
 
 def _hp(unit: dict[str, Any], model: str, lr: float) -> dict[str, Any]:
@@ -176,7 +193,7 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
             owner = "pooled"
         else:
             names = [f"p{i}" for i in range(unit["parties"])]
-            info = prepare_parties(work, names, dataset, source, scheme=unit["scheme"], alpha=ALPHA, seed=seed,
+            info = prepare_parties(work, names, dataset, source, scheme=unit["scheme"], alpha=unit["alpha"], seed=seed,
                                    table=held_out)
             steps = [standardise_step("standardise", names, "coordinator")]
             for m, s, lr, mu in configs:
@@ -210,23 +227,25 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------- driver side
 
 
-def plan(quick: bool) -> list[dict[str, Any]]:
-    seeds = SPLIT_SEEDS[:2] if quick else SPLIT_SEEDS
-    datasets = ("breast_cancer",)  # the full run too: see "shrunk" in the module docstring
-    lrs, mus = ((0.1, 0.3), (1.0,)) if quick else (LRS, MUS)
+def plan(quick: bool, settings: tuple[str, ...] = tuple(SETTINGS)) -> list[dict[str, Any]]:
+    seeds = SPLIT_SEEDS[:QUICK["seeds"]] if quick else SPLIT_SEEDS
     units: list[dict[str, Any]] = []
-    for seed, dataset in itertools.product(seeds, datasets):
-        common = {"dataset": dataset, "seed": seed, "lrs": lrs, "mus": mus, "source": DATASETS[dataset]["source"],
-                  "hp": {**COMMON_HP, **DATASETS[dataset]["hp"]}}
-        tag = f"bench-{dataset.replace('_', '-')}-s{seed}"
+    for seed, name in itertools.product(seeds, settings):
+        cfg = SETTINGS[name]
+        lrs = QUICK["lrs"] if quick else cfg["lrs"]
+        mus = (QUICK["mus"] if quick else cfg["mus"]) if cfg["fedprox_schemes"] else ()
+        common = {"setting": name, "dataset": cfg["dataset"], "seed": seed, "lrs": lrs, "mus": mus,
+                  "source": cfg["source"], "hp": {**COMMON_HP, **cfg["hp"]}}
+        tag = f"bench-{name.replace('_', '-')}-s{seed}"
         units.append({"kind": "baseline", **common,
-                      "trainings": [(m, "centralized") for m in MODELS], "flow_id": f"{tag}-baseline"})
-        for scheme in ("iid", "dirichlet"):
-            strategies = ("fedavg",) if scheme == "iid" else ("fedavg", "fedprox")
-            units.append({"kind": "federated", **common, "scheme": scheme, "parties": PARTIES,
-                          "trainings": [(m, s) for m in MODELS for s in strategies],
-                          "flow_id": f"{tag}-{scheme}-{PARTIES}"})
-    units.sort(key=lambda u: -len(_configs(u)))  # longest first, so the workers finish together
+                      "trainings": [(m, "centralized") for m in cfg["models"]], "flow_id": f"{tag}-baseline"})
+        for scheme in cfg["schemes"]:
+            strategies = ("fedavg", "fedprox") if scheme in cfg["fedprox_schemes"] else ("fedavg",)
+            units.append({"kind": "federated", **common, "scheme": scheme, "parties": cfg["parties"],
+                          "alpha": cfg["alpha"], "trainings": [(m, s) for m in cfg["models"] for s in strategies],
+                          "flow_id": f"{tag}-{scheme}-{cfg['parties']}"})
+    # longest first (training steps x parties x epochs), so the workers finish together
+    units.sort(key=lambda u: -len(_configs(u)) * u.get("parties", 1) * u["hp"]["local_epochs"])
     return units
 
 
@@ -255,15 +274,15 @@ def _fmt(p: float | None) -> str:
 
 
 def cells(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (dataset, partition, model, strategy): chosen configs and test accuracies per seed."""
-    seeds = sorted({u["seed"] for u in done})
+    """One row per (setting, partition, model, strategy): chosen configs and test accuracies per seed."""
     rows = []
-    for dataset in DATASETS:
-        base = {u["seed"]: u for u in done if u["dataset"] == dataset and u["kind"] == "baseline"}
+    for name in SETTINGS:
+        base = {u["seed"]: u for u in done if u["setting"] == name and u["kind"] == "baseline"}
         if not base:
             continue
-        for scheme in ("iid", "dirichlet"):
-            fed = {u["seed"]: u for u in done if u["dataset"] == dataset and u.get("scheme") == scheme}
+        seeds = sorted(base)
+        for scheme in SETTINGS[name]["schemes"]:
+            fed = {u["seed"]: u for u in done if u["setting"] == name and u.get("scheme") == scheme}
             for model, strategy in fed[seeds[0]]["trainings"]:
                 per_seed = []
                 for seed in seeds:
@@ -280,23 +299,36 @@ def cells(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         avg = _pick(u["results"], [c for c in _configs(u) if c[0] == model and c[1] == "fedavg"])
                         entry["fedavg_acc"] = float(u["results"][avg]["test"].mean())
                         entry["rows_differing_from_fedavg"] = int(np.sum(f["test"] != u["results"][avg]["test"]))
+                        # every mu of the grid at the chosen lr: does the term move the model at all?
+                        entry["by_mu_at_chosen_lr"] = [
+                            {"mu": mu, "val_acc": float(r["val"].mean()), "test_acc": float(r["test"].mean()),
+                             "rows_differing_from_fedavg_same_lr": int(np.sum(
+                                 r["test"] != u["results"][(model, "fedavg", chosen[2], 0.0)]["test"]))}
+                            for mu in u["mus"] for r in [u["results"][(model, strategy, chosen[2], mu)]]]
                     per_seed.append(entry)
-                rows.append(_summarise(dataset, scheme, model, strategy, per_seed))
+                rows.append(_summarise(name, u, scheme, model, strategy, per_seed))
     return rows
 
 
-def _summarise(dataset, scheme, model, strategy, per_seed) -> dict[str, Any]:
+def _summarise(setting, unit, scheme, model, strategy, per_seed) -> dict[str, Any]:
     fed = [e["federated_acc"] for e in per_seed]
     cen = [e["centralized_acc"] for e in per_seed]
     gaps = 100 * (np.asarray(fed) - np.asarray(cen))
-    row = {"dataset": dataset, "partition": scheme, "parties": PARTIES, "model": model, "strategy": strategy,
+    row = {"setting": setting, "dataset": unit["dataset"], "partition": scheme, "parties": unit["parties"],
+           "dirichlet_alpha": unit["alpha"] if scheme == "dirichlet" else None,
+           "local_epochs": unit["hp"]["local_epochs"], "rounds": unit["hp"]["rounds"],
+           "model": model, "strategy": strategy,
            "federated_acc_mean": round(float(np.mean(fed)), 6), "centralized_acc_mean": round(float(np.mean(cen)), 6),
            "mean_gap_pt": round(float(gaps.mean()), 3), "std_gap_pt": round(float(gaps.std(ddof=1)), 3),
            "min_gap_pt": round(float(gaps.min()), 3), "max_gap_pt": round(float(gaps.max()), 3),
            "p_paired_t": _round(_paired_p(fed, cen)), "split_seeds": len(per_seed), "per_seed": per_seed}
     if strategy == "fedprox":
         avg = [e["fedavg_acc"] for e in per_seed]
-        row["minus_fedavg_mean_pt"] = round(float(100 * (np.mean(fed) - np.mean(avg))), 3)
+        diff = 100 * (np.asarray(fed) - np.asarray(avg))
+        row["minus_fedavg_mean_pt"] = round(float(diff.mean()), 3)
+        row["minus_fedavg_std_pt"] = round(float(diff.std(ddof=1)), 3)
+        row["minus_fedavg_min_pt"] = round(float(diff.min()), 3)
+        row["minus_fedavg_max_pt"] = round(float(diff.max()), 3)
         row["p_paired_t_vs_fedavg"] = _round(_paired_p(fed, avg))
         row["mean_rows_differing_from_fedavg"] = round(float(np.mean([e["rows_differing_from_fedavg"]
                                                                       for e in per_seed])), 2)
@@ -306,15 +338,18 @@ def _summarise(dataset, scheme, model, strategy, per_seed) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="breast_cancer, 2 split seeds, small grid")
+    parser.add_argument("--quick", action="store_true", help="2 split seeds, one lr, one mu")
+    parser.add_argument("--settings", nargs="+", choices=tuple(SETTINGS), default=tuple(SETTINGS),
+                        help="which settings to run (default all; a subset writes only with --out)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--out", type=Path, help=f"results JSON (default {OUT.relative_to(RESULTS.parents[1])} "
                                                   "for a full run; --quick writes only when given)")
     args = parser.parse_args(argv)
-    out = args.out or (None if args.quick else OUT)
+    partial = args.quick or tuple(args.settings) != tuple(SETTINGS)
+    out = args.out or (None if partial else OUT)
     source = provenance()
     started = time.perf_counter()
-    units = plan(args.quick)
+    units = plan(args.quick, tuple(args.settings))
     print(f"{len(units)} flows ({sum(len(_configs(u)) for u in units)} training steps) on the embedded "
           f"platform, {args.jobs} worker process(es)", flush=True)
     done: list[dict[str, Any]] = []
@@ -325,34 +360,43 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {result['flow_id']:<36} {result['wall_s']:6.1f} s", flush=True)
     rows = cells(done)
     iid = [r for r in rows if r["partition"] == "iid"]
-    max_gap = max(abs(r["mean_gap_pt"]) for r in iid)
+    max_gap = max((abs(r["mean_gap_pt"]) for r in iid), default=None)
     elapsed = time.perf_counter() - started
     print()
-    print(table(("dataset", "partition", "model", "strategy", "fed acc", "cen acc", "mean gap", "sd", "min..max",
-                 "p paired"),
-                [(r["dataset"], r["partition"], r["model"], r["strategy"], f"{r['federated_acc_mean']:.4f}",
-                  f"{r['centralized_acc_mean']:.4f}", f"{r['mean_gap_pt']:+.2f}", f"{r['std_gap_pt']:.2f}",
-                  f"{r['min_gap_pt']:+.2f}..{r['max_gap_pt']:+.2f}", _fmt(r["p_paired_t"])) for r in rows]))
+    print(table(("setting", "partition", "parties", "model", "strategy", "fed acc", "cen acc", "mean gap", "sd",
+                 "min..max", "p paired"),
+                [(r["setting"], r["partition"], r["parties"], r["model"], r["strategy"],
+                  f"{r['federated_acc_mean']:.4f}", f"{r['centralized_acc_mean']:.4f}", f"{r['mean_gap_pt']:+.2f}",
+                  f"{r['std_gap_pt']:.2f}", f"{r['min_gap_pt']:+.2f}..{r['max_gap_pt']:+.2f}",
+                  _fmt(r["p_paired_t"])) for r in rows]))
     for r in rows:
         if r["strategy"] == "fedprox":
-            print(f"fedprox vs fedavg {r['dataset']} {r['model']}: {r['minus_fedavg_mean_pt']:+.2f} pt "
-                  f"(p {_fmt(r['p_paired_t_vs_fedavg'])}), {r['mean_rows_differing_from_fedavg']} test rows "
-                  f"differ on average, mu chosen {r['mus_chosen']}")
-    print(f"\nIID: max |mean gap| {max_gap:.3f} points over {len(iid)} rows, {len({u['seed'] for u in done})} split seeds")
+            print(f"fedprox - fedavg {r['setting']} {r['model']}: {r['minus_fedavg_mean_pt']:+.2f} pt "
+                  f"(sd {r['minus_fedavg_std_pt']:.2f}, p {_fmt(r['p_paired_t_vs_fedavg'])}), "
+                  f"{r['mean_rows_differing_from_fedavg']} of {r['per_seed'][0]['test_n']} test rows differ "
+                  f"on average, mu chosen {r['mus_chosen']}")
+    if max_gap is not None:
+        print(f"\nIID: max |mean gap| {max_gap:.3f} points over {len(iid)} rows, "
+              f"{len({u['seed'] for u in done})} split seeds")
     print(f"total {elapsed:.1f} s")
     if out is not None:
         write_json(out, {
             "benchmark": "fed_vs_centralized", **source, "quick": args.quick,
-            "split_seeds": len({u["seed"] for u in done}), "max_abs_mean_gap_iid_pt": round(max_gap, 3),
-            "elapsed_s": round(elapsed, 1), "jobs": args.jobs, "machine": machine(),
+            "split_seeds": len({u["seed"] for u in done}),
+            "max_abs_mean_gap_iid_pt": None if max_gap is None else round(max_gap, 3),
+            "elapsed_s": round(elapsed, 1), "jobs": args.jobs, "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+            "machine": machine(),
             "setup": {"split_seeds": list(sorted({u["seed"] for u in done})), "test_fraction": TEST_FRACTION,
-                      "val_fraction_of_training_rows": VAL_FRACTION, "dirichlet_alpha": ALPHA, "parties": PARTIES,
-                      "lr_grid": list(units[0]["lrs"]), "fedprox_mu_grid": list(units[0]["mus"]),
-                      "selection": "best validation accuracy per cell and seed, ties to the first in grid order",
-                      "datasets": {k: {"source": v["source"], "hp": {**COMMON_HP, **v["hp"]}}
-                                   for k, v in DATASETS.items()},
-                      "shrunk": "breast_cancer, 3 parties, logreg, 10 rounds and FedProx mu in {1, 10} only (no "
-                                "digits, synthetic, 10-party or MLP rows), to fit the shared 2-core machine",
+                      "val_fraction_of_training_rows": VAL_FRACTION,
+                      "settings": {name: {**{k: v for k, v in cfg.items() if k != "hp"},
+                                          "lrs": list(QUICK["lrs"] if args.quick else cfg["lrs"]),
+                                          "mus": list((QUICK["mus"] if args.quick else cfg["mus"])
+                                                      if cfg["fedprox_schemes"] else ()),
+                                          "hp": {**COMMON_HP, **cfg["hp"]}}
+                                   for name, cfg in SETTINGS.items() if name in args.settings},
+                      "selection": "best validation accuracy per cell and seed, ties to the first in grid order; "
+                                   "FedProx tunes lr and mu jointly",
+                      "shrunk": SHRUNK,
                       "platform": "services.embedded.EmbeddedPlatform (in-process bus, inline executors)"},
             "rows": rows,
             "flows": [{"flow_id": u["flow_id"], "wall_s": round(u["wall_s"], 2)} for u in done],
