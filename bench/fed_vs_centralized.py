@@ -31,17 +31,21 @@ Settings (SETTINGS), each its own question:
                  (on the five split seeds each party's training rows hold 1 to 5 digits with a
                  share of 10% or more), MLP (one hidden layer of 64), 10 rounds of
                  5 local epochs: the client-drift regime of Li et al. 2020, where FedProx's
-                 proximal term is meant to help. FedAvg tunes lr in (0.03, 0.1); FedProx tunes lr
-                 and mu in (0.01, 0.1, 1) jointly (Li et al.'s grid was 0.001..1).
-Each FedProx row reports FedProx - FedAvg (both tuned on validation rows, same seed): mean,
-spread, its own paired t-test, the number of test rows whose correctness differs, and per seed
-every mu of the grid at the chosen lr (`by_mu_at_chosen_lr`), so a reader sees whether and in
-which direction the term moves the model. Rounds, local epochs, batch sizes and hidden sizes
+                 proximal term is meant to help. lr in (0.03, 0.1, 0.3) (a run with (0.03, 0.1)
+                 chose 0.1, the edge, on every seed); FedProx tunes lr and mu in (0.01, 0.1, 1)
+                 jointly (Li et al.'s grid was 0.001..1).
+FedProx gets one row with mu tuned on validation rows (`mu`: "tuned") and one row per mu of the
+grid fixed in advance, lr still tuned (`mu`: the value): validation tends to pick the smallest mu,
+which moves nothing, so the fixed-mu rows show what a mu that does move the model does. Each
+FedProx row reports FedProx - FedAvg (both tuned on validation rows, same seed): mean, spread,
+its own paired t-test, the number of test rows whose correctness differs, and per seed every mu
+of the grid at the chosen lr (`by_mu_at_chosen_lr`), so a reader sees whether and in which
+direction the term moves the model. Rounds, local epochs, batch sizes and hidden sizes
 are fixed in advance (not tuned).
 
 Shrunk to fit the shared 2-core machine (SHRUNK; quotes must say so): no IID or synthetic rows
 for digits, no 10-party breast cancer, one model per setting, 10 rounds.
---quick: 2 split seeds, lr 0.1, mu 1.0 only (~2 min for both settings when the machine is idle).
+--quick: 2 split seeds, lr 0.1, mu 1.0 only (~2.5 min for both settings at load average ~7).
 
 Flows run in `--jobs` worker processes (default 2). Results go to
 bench/results/fed_vs_centralized.json (full run; --quick writes only with --out) with
@@ -97,7 +101,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
                       "hp": {"rounds": 10, "local_epochs": 1, "batch_size": 32}},
     "digits_drift": {"dataset": "digits", "source": "sklearn:digits", "parties": 10,
                      "alpha": 0.1, "models": ("mlp",), "schemes": ("dirichlet",),
-                     "fedprox_schemes": ("dirichlet",), "lrs": (0.03, 0.1), "mus": (0.01, 0.1, 1.0),
+                     "fedprox_schemes": ("dirichlet",), "lrs": LRS, "mus": (0.01, 0.1, 1.0),
                      "hp": {"rounds": 10, "local_epochs": 5, "batch_size": 32}},
 }
 SHRUNK = ("to fit the shared 2-core machine: breast_cancer 3 parties logreg only; digits 10 parties "
@@ -284,33 +288,39 @@ def cells(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for scheme in SETTINGS[name]["schemes"]:
             fed = {u["seed"]: u for u in done if u["setting"] == name and u.get("scheme") == scheme}
             for model, strategy in fed[seeds[0]]["trainings"]:
-                per_seed = []
-                for seed in seeds:
-                    u, b = fed[seed], base[seed]
-                    mine = [c for c in _configs(u) if c[0] == model and c[1] == strategy]
-                    theirs = [c for c in _configs(b) if c[0] == model]
-                    chosen, chosen_cen = _pick(u["results"], mine), _pick(b["results"], theirs)
-                    f, c = u["results"][chosen], b["results"][chosen_cen]
-                    entry = {"seed": seed, "lr": chosen[2], "mu": chosen[3], "centralized_lr": chosen_cen[2],
-                             "federated_val_acc": float(f["val"].mean()), "federated_acc": float(f["test"].mean()),
-                             "centralized_acc": float(c["test"].mean()), "test_n": int(f["test"].size),
-                             "label_skew": round(u["label_skew"], 4)}
-                    if strategy == "fedprox":  # against the tuned FedAvg of the same seed
-                        avg = _pick(u["results"], [c for c in _configs(u) if c[0] == model and c[1] == "fedavg"])
-                        entry["fedavg_acc"] = float(u["results"][avg]["test"].mean())
-                        entry["rows_differing_from_fedavg"] = int(np.sum(f["test"] != u["results"][avg]["test"]))
-                        # every mu of the grid at the chosen lr: does the term move the model at all?
-                        entry["by_mu_at_chosen_lr"] = [
-                            {"mu": mu, "val_acc": float(r["val"].mean()), "test_acc": float(r["test"].mean()),
-                             "rows_differing_from_fedavg_same_lr": int(np.sum(
-                                 r["test"] != u["results"][(model, "fedavg", chosen[2], 0.0)]["test"]))}
-                            for mu in u["mus"] for r in [u["results"][(model, strategy, chosen[2], mu)]]]
-                    per_seed.append(entry)
-                rows.append(_summarise(name, u, scheme, model, strategy, per_seed))
+                # FedProx: once with mu tuned on validation rows, then once per mu of the grid held
+                # fixed in advance (lr still tuned): the rows at a mu that moves the model
+                for mu_fixed in ([None, *fed[seeds[0]]["mus"]] if strategy == "fedprox" else [None]):
+                    per_seed = [_seed_entry(fed[seed], base[seed], model, strategy, mu_fixed) for seed in seeds]
+                    rows.append(_summarise(name, fed[seeds[0]], scheme, model, strategy, per_seed, mu_fixed))
     return rows
 
 
-def _summarise(setting, unit, scheme, model, strategy, per_seed) -> dict[str, Any]:
+def _seed_entry(u: dict[str, Any], b: dict[str, Any], model: str, strategy: str,
+                mu_fixed: float | None) -> dict[str, Any]:
+    """One seed of a cell: the validation-chosen config's test accuracy, and the baseline's."""
+    mine = [c for c in _configs(u) if c[0] == model and c[1] == strategy and mu_fixed in (None, c[3])]
+    theirs = [c for c in _configs(b) if c[0] == model]
+    chosen, chosen_cen = _pick(u["results"], mine), _pick(b["results"], theirs)
+    f, c = u["results"][chosen], b["results"][chosen_cen]
+    entry = {"seed": u["seed"], "lr": chosen[2], "mu": chosen[3], "centralized_lr": chosen_cen[2],
+             "federated_val_acc": float(f["val"].mean()), "federated_acc": float(f["test"].mean()),
+             "centralized_acc": float(c["test"].mean()), "test_n": int(f["test"].size),
+             "label_skew": round(u["label_skew"], 4)}
+    if strategy == "fedprox":  # against the tuned FedAvg of the same seed
+        avg = _pick(u["results"], [c for c in _configs(u) if c[0] == model and c[1] == "fedavg"])
+        entry["fedavg_acc"] = float(u["results"][avg]["test"].mean())
+        entry["rows_differing_from_fedavg"] = int(np.sum(f["test"] != u["results"][avg]["test"]))
+        # every mu of the grid at the chosen lr: does the term move the model at all?
+        entry["by_mu_at_chosen_lr"] = [
+            {"mu": mu, "val_acc": float(r["val"].mean()), "test_acc": float(r["test"].mean()),
+             "rows_differing_from_fedavg_same_lr": int(np.sum(
+                 r["test"] != u["results"][(model, "fedavg", chosen[2], 0.0)]["test"]))}
+            for mu in u["mus"] for r in [u["results"][(model, strategy, chosen[2], mu)]]]
+    return entry
+
+
+def _summarise(setting, unit, scheme, model, strategy, per_seed, mu_fixed=None) -> dict[str, Any]:
     fed = [e["federated_acc"] for e in per_seed]
     cen = [e["centralized_acc"] for e in per_seed]
     gaps = 100 * (np.asarray(fed) - np.asarray(cen))
@@ -318,6 +328,7 @@ def _summarise(setting, unit, scheme, model, strategy, per_seed) -> dict[str, An
            "dirichlet_alpha": unit["alpha"] if scheme == "dirichlet" else None,
            "local_epochs": unit["hp"]["local_epochs"], "rounds": unit["hp"]["rounds"],
            "model": model, "strategy": strategy,
+           "mu": None if strategy != "fedprox" else ("tuned" if mu_fixed is None else mu_fixed),
            "federated_acc_mean": round(float(np.mean(fed)), 6), "centralized_acc_mean": round(float(np.mean(cen)), 6),
            "mean_gap_pt": round(float(gaps.mean()), 3), "std_gap_pt": round(float(gaps.std(ddof=1)), 3),
            "min_gap_pt": round(float(gaps.min()), 3), "max_gap_pt": round(float(gaps.max()), 3),
@@ -363,15 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     max_gap = max((abs(r["mean_gap_pt"]) for r in iid), default=None)
     elapsed = time.perf_counter() - started
     print()
-    print(table(("setting", "partition", "parties", "model", "strategy", "fed acc", "cen acc", "mean gap", "sd",
+    print(table(("setting", "partition", "parties", "model", "strategy", "mu", "fed acc", "cen acc", "mean gap", "sd",
                  "min..max", "p paired"),
                 [(r["setting"], r["partition"], r["parties"], r["model"], r["strategy"],
-                  f"{r['federated_acc_mean']:.4f}", f"{r['centralized_acc_mean']:.4f}", f"{r['mean_gap_pt']:+.2f}",
+                  "" if r["mu"] is None else str(r["mu"]), f"{r['federated_acc_mean']:.4f}", f"{r['centralized_acc_mean']:.4f}", f"{r['mean_gap_pt']:+.2f}",
                   f"{r['std_gap_pt']:.2f}", f"{r['min_gap_pt']:+.2f}..{r['max_gap_pt']:+.2f}",
                   _fmt(r["p_paired_t"])) for r in rows]))
     for r in rows:
         if r["strategy"] == "fedprox":
-            print(f"fedprox - fedavg {r['setting']} {r['model']}: {r['minus_fedavg_mean_pt']:+.2f} pt "
+            print(f"fedprox (mu {r['mu']}) - fedavg {r['setting']} {r['model']}: {r['minus_fedavg_mean_pt']:+.2f} pt "
                   f"(sd {r['minus_fedavg_std_pt']:.2f}, p {_fmt(r['p_paired_t_vs_fedavg'])}), "
                   f"{r['mean_rows_differing_from_fedavg']} of {r['per_seed'][0]['test_n']} test rows differ "
                   f"on average, mu chosen {r['mus_chosen']}")

@@ -45,8 +45,11 @@ def test_cells_pick_by_validation_and_count_test_rows_where_fedprox_differs_from
         fed["results"] = {("mlp", "fedavg", lr, 0.0): _results(0.9, [True, True, False, False]),
                           ("mlp", "fedprox", lr, mu): _results(0.5, [True, False, True, True])}
         done += [base, fed]
-    rows = {r["strategy"]: r for r in bench.cells(done)}
-    prox = rows["fedprox"]
+    rows = {(r["strategy"], r["mu"]): r for r in bench.cells(done)}
+    assert set(rows) == {("fedavg", None), ("fedprox", "tuned"), ("fedprox", mu)}
+    rows["fedavg"] = rows["fedavg", None]
+    prox = rows["fedprox", "tuned"]
+    assert rows["fedprox", mu]["per_seed"] == prox["per_seed"]  # a one-mu grid: fixed is tuned
     assert prox["per_seed"][0]["rows_differing_from_fedavg"] == 3
     assert prox["minus_fedavg_mean_pt"] == 25.0
     assert prox["p_paired_t_vs_fedavg"] is None  # identical differences: the t statistic is undefined
