@@ -25,20 +25,18 @@ network namespaces and the kubelet's volume mounts are removed.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
-import hashlib
-import io
 import json
 import os
 import shutil
+import ssl
 import subprocess
-import tarfile
-import tempfile
 import time
 import urllib.request
-import ssl
 from pathlib import Path
 
+from shared.devtools import k8s_node_images as images
 from shared.devtools.k8s_cluster import (K8S_VERSION, Cluster, ClusterError, _kill_pid, _pid_alive, _sha256,
                                          cache_root, free_port)
 
@@ -105,46 +103,24 @@ def ensure_kubelet(log=print) -> Path:
         return folder / "bin"
 
 
-def pause_image_archive(pause: Path, out: Path) -> Path:
-    """An OCI image archive (one layer: /pause) named PAUSE_IMAGE, for `ctr images import`."""
-    def blob(data: bytes) -> tuple[str, int]:
-        return "sha256:" + hashlib.sha256(data).hexdigest(), len(data)
-
-    layer_buf = io.BytesIO()
-    with tarfile.open(fileobj=layer_buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo("pause")
-        info.size, info.mode, info.mtime = pause.stat().st_size, 0o755, 0
-        with pause.open("rb") as f:
-            tar.addfile(info, f)
-    layer = layer_buf.getvalue()
-    layer_digest, layer_size = blob(layer)
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
-                         "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}).encode()
-    config_digest, config_size = blob(config)
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                      "digest": config_digest, "size": config_size},
-                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                                       "digest": layer_digest, "size": layer_size}]}).encode()
-    manifest_digest, manifest_size = blob(manifest)
-    index = json.dumps({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
-        "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": PAUSE_IMAGE}}]}).encode()
-    with tarfile.open(out, "w") as tar:
-        for name, data in (("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'), ("index.json", index),
-                           *((f"blobs/sha256/{d.split(':')[1]}", b) for d, b in
-                             ((layer_digest, layer), (config_digest, config), (manifest_digest, manifest)))):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out
-
-
 def _mounts_under(folder: Path) -> list[str]:
     prefix = str(folder.resolve()) + "/"
     points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     return [p for p in points if p.startswith(prefix)]
+
+
+def _remove_empty_cgroups(name: str) -> None:
+    """rmdir the kubelet's (now empty) cgroup trees, deepest first; a busy one stays."""
+    for top in Path("/sys/fs/cgroup").glob(f"*/{name}"):
+        for folder in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        try:
+            top.rmdir()
+        except OSError:
+            pass
 
 
 class RealNode:
@@ -175,8 +151,10 @@ class RealNode:
         try:
             self._netns_before = set(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else set()
             self._start_containerd(deadline)
-            self.import_image_archive(PAUSE_IMAGE, pause_image_archive(self.bin / "pause", self.folder / "pause.tar"),
-                                      stamp=_sha256(self.bin / "pause"))
+            if not self._present(PAUSE_IMAGE, _sha256(self.bin / "pause")):
+                archive = images.pause_image_archive(self.bin / "pause", PAUSE_IMAGE, self.folder / "pause.tar")
+                self._ctr("images", "import", str(archive), timeout=600)
+                self._record(PAUSE_IMAGE, _sha256(self.bin / "pause"))
             for image in images:
                 self.import_docker_image(image)
             self._start_kubelet()
@@ -264,36 +242,59 @@ state = "{self.folder / 'containerd-state'}"
         stamps = self._imported() | {ref: stamp}
         (self.store / "ferry-imports.json").write_text(json.dumps(stamps, indent=2))
 
-    def import_image_archive(self, ref: str, archive: Path, stamp: str) -> None:
-        if self._present(ref, stamp):
-            return
-        self._ctr("images", "import", str(archive), timeout=600)
-        self._record(ref, stamp)
-
     def import_docker_image(self, ref: str) -> None:
-        """Copy `ref` from the private Docker daemon (shared.devtools.containers) unless already here."""
+        """Copy `ref` from the private Docker daemon (shared.devtools.containers) unless already here:
+        the whole image the first time, then only the layers the node lacks (k8s_node_images)."""
         from shared.devtools.containers import docker_env, dockerd_up
 
         dockerd_up()
-        image_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], env=docker_env(),
-                                  capture_output=True, text=True, timeout=60)
-        if image_id.returncode != 0:
+        inspect = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}} {{json .RootFS.Layers}}", ref],
+                                 env=docker_env(), capture_output=True, text=True, timeout=60)
+        if inspect.returncode != 0:
             raise ClusterError(f"image {ref} is not in the private Docker daemon: python -m "
-                               f"shared.devtools.containers build ({image_id.stderr.strip()[-300:]})")
-        if self._present(ref, image_id.stdout.strip()):
+                               f"shared.devtools.containers build ({inspect.stderr.strip()[-300:]})")
+        image_id, layers = inspect.stdout.strip().split(" ", 1)
+        if self._present(ref, image_id):
             return
         started = time.monotonic()
-        self.log(f"importing {ref} into the real node's containerd (once per image version)")
+        have = {cols[0] for cols in (line.split() for line in
+                                     self._ctr("snapshots", "ls").stdout.decode().splitlines()[1:])
+                if len(cols) >= 2 and cols[-1] == "Committed"}
+        partial = any(c in have for c in images.chain_ids(json.loads(layers)))
+        self.log(f"importing {ref} into the real node's containerd "
+                 f"({'the layers it lacks' if partial else 'all of it: the first time, minutes'})")
+        try:
+            if not partial:
+                raise images.NeedFullImport(ref)
+            with self._docker_save(ref) as stream:
+                archive, kept = images.docker_archive_to_oci(stream, images.qualified(ref), have,
+                                                             self.folder / "import", self.folder / "image.tar")
+            self._ctr("images", "import", str(archive), timeout=1800)
+            archive.unlink()
+            self.log(f"{kept} new layer(s) of {ref}")
+        except images.NeedFullImport:
+            with self._docker_save(ref) as stream:
+                self._ctr("images", "import", "-", stdin=stream, timeout=3600)
+        self._discard_layer_blobs(ref)
+        self._record(ref, image_id)
+        self.log(f"imported {ref} in {time.monotonic() - started:.0f} s")
+
+    @contextlib.contextmanager
+    def _docker_save(self, ref: str):
+        from shared.devtools.containers import docker_env
+
         save = subprocess.Popen(["docker", "save", ref], env=docker_env(), stdout=subprocess.PIPE)
         try:
-            self._ctr("images", "import", "-", stdin=save.stdout, timeout=1800)
+            yield save.stdout
         finally:
             save.stdout.close()
-            if save.wait(60) != 0:
-                raise ClusterError(f"docker save {ref} failed ({save.returncode})")
-        self._discard_layer_blobs(ref)
-        self._record(ref, image_id.stdout.strip())
-        self.log(f"imported {ref} in {time.monotonic() - started:.0f} s")
+            try:
+                code = save.wait(120)
+            except subprocess.TimeoutExpired:
+                save.kill()
+                code = save.wait(10)
+        if code != 0:
+            raise ClusterError(f"docker save {ref} failed ({code})")
 
     def _discard_layer_blobs(self, ref: str) -> None:
         """Delete the image's layer tarballs once unpacked: containers start from the unpacked
@@ -345,6 +346,7 @@ state = "{self.folder / 'containerd-state'}"
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
             "resolvConf": "", "registerNode": True, "nodeStatusUpdateFrequency": "2s",
             "serializeImagePulls": False, "syncFrequency": "5s",
+            "podLogsDir": str(self.folder / "pod-logs"),  # not /var/log/pods: gone with the folder
         }
         (self.folder / "kubelet.yaml").write_text(json.dumps(config, indent=2))
         self._sysctls = {name: Path("/proc/sys", name).read_text().strip() for name in SYSCTLS}
@@ -384,6 +386,7 @@ state = "{self.folder / 'containerd-state'}"
             self._remove_containers()
             self._terminate("containerd")
         self._unmount(self.folder)
+        _remove_empty_cgroups("kubepods")
         if os.path.isdir("/var/run/netns"):
             for ns in set(os.listdir("/var/run/netns")) - self._netns_before:
                 if ns.startswith("cni-"):
@@ -443,6 +446,11 @@ state = "{self.folder / 'containerd-state'}"
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+    def pod_log(self, namespace: str, pod: str, container: str) -> str:
+        """A container's log as the kubelet wrote it (the node has no address for `kubectl logs`)."""
+        return "".join(log.read_text(errors="replace") for log in
+                       sorted((self.folder / "pod-logs").glob(f"{namespace}_{pod}_*/{container}/*.log")))
 
     def alive(self) -> dict[str, bool]:
         return {name: _pid_alive(pid) for name, pid in self.pids.items()}

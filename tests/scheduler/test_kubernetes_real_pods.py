@@ -138,7 +138,7 @@ async def test_an_executor_pod_reads_its_partys_lmdb_data_on_the_real_node_and_t
     assert "has 40 rows" in (pod.status.container_statuses[0].state.terminated.message or "")
 
 
-async def test_suspend_stops_the_real_executor_pod_and_resume_starts_a_new_one(party, k8s_admin):
+async def test_suspend_stops_the_real_executor_pod_and_resume_starts_a_new_one(party, k8s_admin, k8s_real_node):
     runner, recorder, namespace = party
     core = k8s.CoreV1Api(k8s_admin)
     spec = _spec("suspend", "ferry.noop", {"sleep_s": 600.0}, "worker")
@@ -150,6 +150,10 @@ async def test_suspend_stops_the_real_executor_pod_and_resume_starts_a_new_one(p
         return pods[0] if pods else None
     first = await eventually(running_pod, timeout=120, what="a running executor pod")
     await eventually(lambda: Phase.RUNNING in recorder.phases(spec.algo_task_id), what="running reported")
+    # Suspend once the algorithm runs: before the executor installs its SIGTERM handler (while it
+    # imports), the container's PID 1 ignores SIGTERM and is killed at the grace period's end.
+    await eventually(lambda: "noop.start" in k8s_real_node.pod_log(namespace, first.metadata.name, "executor"),
+                     timeout=120, what="the executor's algorithm started")
 
     await runner.suspend(spec)
     await eventually(lambda: Phase.SUSPENDED in recorder.phases(spec.algo_task_id), timeout=90, what="suspended")
