@@ -432,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped the cluster in {folder}")
         return 0
     alive = cluster.alive()
+    if (folder / "real-node" / "real-node.json").exists():
+        from shared.devtools.k8s_real_node import RealNode
+
+        alive |= {f"real-node/{name}": up for name, up in RealNode.attach(cluster, folder / "real-node").alive().items()}
     ready = cluster.ready()
     print(json.dumps({"server": cluster.state.server, "kubeconfig": cluster.state.kubeconfig,
                       "ready": ready, "processes": alive}, indent=2))
