@@ -26,7 +26,7 @@ demo: install
 test: install container-tools
 	$(PY) -m shared.devtools.kafka_broker fetch
 	bash shared/devtools/install_chromium.sh
-	$(PY) -m shared.devtools.k8s_cluster build
+	$(PY) -m shared.devtools.k8s_cluster build --kubelet
 	$(PY) -m pytest -q -p no:cacheprovider
 
 kafka-up: install
@@ -35,10 +35,13 @@ kafka-up: install
 kafka-down: install
 	$(PY) -m shared.devtools.kafka_broker down
 
-# Docker, docker-compose and debootstrap from Debian (the compose test and `make images` use them).
+# Docker (with containerd and runc), docker-compose, debootstrap and the CNI plugins from Debian
+# (the compose test, `make images` and the development cluster's real node use them).
 container-tools:
 	@command -v dockerd >/dev/null && command -v docker-compose >/dev/null && command -v debootstrap >/dev/null \
-	  || (apt-get update && apt-get install -y --no-install-recommends docker.io docker-compose debootstrap)
+	  && command -v containerd >/dev/null && test -x /usr/lib/cni/ptp \
+	  || (apt-get update && apt-get install -y --no-install-recommends docker.io docker-compose debootstrap \
+	      containerd runc containernetworking-plugins)
 
 # Base images from debootstrap, Kafka from Maven Central jars, Ferry multi-stage: nothing pulled.
 images: install container-tools
@@ -52,10 +55,11 @@ compose-down: install
 # A real Kubernetes control plane + kwok nodes (see README, "Kubernetes"); the first
 # k8s-build compiles it from the Go module proxy into ~/.cache/ferry/k8s.
 k8s-build: install
-	$(PY) -m shared.devtools.k8s_cluster build
+	$(PY) -m shared.devtools.k8s_cluster build --kubelet
 
-k8s-up: install
-	$(PY) -m shared.devtools.k8s_cluster up $(if $(NODES),--nodes $(NODES))
+# REAL_NODE=<party>: also a real node (containerd + kubelet) running Ferry's image.
+k8s-up: install $(if $(REAL_NODE),container-tools)
+	$(PY) -m shared.devtools.k8s_cluster up $(if $(NODES),--nodes $(NODES)) $(if $(REAL_NODE),--real-node $(REAL_NODE))
 
 k8s-down: install
 	$(PY) -m shared.devtools.k8s_cluster down

@@ -1,5 +1,7 @@
 """Session fixture ``k8s_cluster``: a real Kubernetes control plane (etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler) with kwok nodes, started once per test session.
+``k8s_real_node`` adds a real node to it (containerd + kubelet, shared.devtools.k8s_real_node)
+running Ferry's image (built by shared.devtools.containers) for the tests of real pods.
 
 The binaries come from ``~/.cache/ferry/k8s``; on a cold cache the fixture builds them first
 (deploy/k8s-dev/build.sh, ~15-25 min on 2 cores) rather than skipping anything. Every
@@ -15,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from shared.devtools.k8s_cluster import Cluster, ensure_binaries
+from shared.devtools.k8s_real_node import RealNode
 from shared.devtools.k8s_nodes import admin_client, ensure_namespaces
 
 
@@ -28,6 +31,34 @@ def k8s_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+REAL_NODE_PARTY = "realnode"  # the party whose node is real (label ferry.io/party)
+
+
+@pytest.fixture(scope="session")
+def k8s_real_node(k8s_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
+    """A real node of party REAL_NODE_PARTY with Ferry's image (``ferry:latest``) imported.
+
+    Cold, this builds the kubelet (~2 min with the control plane's Go build cache, more without)
+    and copies Ferry's image into the node's containerd (once per image version); warm, it
+    starts in seconds. The private dockerd is stopped again if this fixture started it.
+    """
+    from shared.devtools import containers
+
+    log = lambda message: print(f"[k8s-real-node] {message}", file=sys.stderr, flush=True)  # noqa: E731
+    dockerd_was_running = containers._ping()
+    node = RealNode(k8s_cluster, REAL_NODE_PARTY, tmp_path_factory.mktemp("real-node"), log=log)
+    try:
+        containers.dockerd_up()
+        node.start(images=(containers.build_ferry_image(),))  # the build is a no-op when nothing changed
+    finally:
+        if not dockerd_was_running:
+            containers.dockerd_down()
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 @pytest.fixture

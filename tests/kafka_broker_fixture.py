@@ -64,3 +64,21 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def kafka_tls_dir(kafka_bootstrap: str) -> Path:
     """The session broker's CA and per-role certificates (``<role>.crt``/``.key``)."""
     return Path(os.environ["FERRY_KAFKA__TLS_CERT_DIR"])
+
+
+async def create_catalogue_topics(bootstrap: str) -> None:
+    """Create the topic catalogue as admin, as the services do at start in production.
+
+    Executors connect as `party`, which may write its topics but not create them, so a test
+    that starts executors without the services plays the operator first.
+    """
+    from shared import topics
+    from shared.bus.kafka import KafkaBus, KafkaSettings, tls_from_environment
+
+    admin = KafkaBus(KafkaSettings(bootstrap=bootstrap, client_id="test-topics-admin",
+                                  tls=tls_from_environment("admin")))
+    await admin.start()
+    try:
+        await admin.ensure_topics(topics.CATALOGUE)
+    finally:
+        await admin.stop()

@@ -9,7 +9,8 @@ with ``cryptography``, static tokens, bound to 127.0.0.1 on free ports) + the co
 manager (the real Job controller, garbage collector, TTL controller) + the scheduler, and kwok
 simulating nodes and pod lifecycles (see k8s-stages.yaml). Starting takes a few seconds.
 
-CLI: ``python -m shared.devtools.k8s_cluster {build,up,down,status}`` (``ferry k8s ...``).
+CLI: ``python -m shared.devtools.k8s_cluster {build,up,down,status}`` (``ferry k8s ...``); ``build
+--kubelet`` and ``up --real-node PARTY`` add a real node (shared.devtools.k8s_real_node).
 Env: ``FERRY_K8S_CACHE`` (binary cache root).
 """
 from __future__ import annotations
@@ -377,11 +378,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=("build", "up", "down", "status"))
     parser.add_argument("--dir", type=Path, default=None, help=f"cluster folder (default {default_up_dir()})")
     parser.add_argument("--nodes", default="", help="up: kwok nodes to create, party names separated by commas")
+    parser.add_argument("--real-node", default="", metavar="PARTY",
+                        help="up: also a real node (containerd + kubelet) of this party running Ferry's image "
+                             "(needs root, containerd, runc, containernetworking-plugins)")
+    parser.add_argument("--kubelet", action="store_true",
+                        help="build: also the real node's kubelet (a cache entry of its own)")
     args = parser.parse_args(argv)
     folder = args.dir or default_up_dir()
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
     if args.action == "build":
         print(ensure_binaries(log))
+        if args.kubelet:
+            from shared.devtools.k8s_real_node import ensure_kubelet
+
+            print(ensure_kubelet(log))
         return 0
     if args.action == "up":
         if (folder / "state.json").exists() and any(Cluster.attach(folder).alive().values()):
@@ -393,6 +403,18 @@ def main(argv: list[str] | None = None) -> int:
             from shared.devtools.k8s_nodes import create_kwok_nodes_sync
 
             create_kwok_nodes_sync(state, [p for p in args.nodes.split(",") if p])
+        if args.real_node:
+            from shared.devtools import containers
+            from shared.devtools.k8s_real_node import RealNode
+
+            try:
+                containers.dockerd_up()
+                node = RealNode(cluster, args.real_node, folder / "real-node", log=log)
+                node.start(images=(containers.build_ferry_image(),))
+            except BaseException:
+                cluster.stop()
+                raise
+            log(f"real node {node.name} Ready (label ferry.io/party={args.real_node}); processes {node.pids}")
         log(f"cluster up at {state.server}; processes {state.pids}")
         log(f"export KUBECONFIG={state.kubeconfig}")
         print(Path(state.kubeconfig).read_text())
@@ -402,10 +424,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.action == "down" else 1
     cluster = Cluster.attach(folder)
     if args.action == "down":
+        if (folder / "real-node" / "real-node.json").exists():
+            from shared.devtools.k8s_real_node import RealNode
+
+            RealNode.attach(cluster, folder / "real-node").stop()
         cluster.stop()
         print(f"stopped the cluster in {folder}")
         return 0
     alive = cluster.alive()
+    if (folder / "real-node" / "real-node.json").exists():
+        from shared.devtools.k8s_real_node import RealNode
+
+        alive |= {f"real-node/{name}": up for name, up in RealNode.attach(cluster, folder / "real-node").alive().items()}
     ready = cluster.ready()
     print(json.dumps({"server": cluster.state.server, "kubeconfig": cluster.state.kubeconfig,
                       "ready": ready, "processes": alive}, indent=2))

@@ -29,10 +29,12 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def _builder(subject: str, issuer: x509.Name, public_key, days: int) -> x509.CertificateBuilder:
+def _builder(subject: str | x509.Name, issuer: x509.Name, public_key, days: int) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.timezone.utc)
+    if isinstance(subject, str):
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     return (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .subject_name(subject)
             .issuer_name(issuer).public_key(public_key).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False))
@@ -78,3 +80,30 @@ def write_pki(folder: Path, days: int = 30) -> dict[str, Path]:
     _write(paths["sa_pub"], sa_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                             serialization.PublicFormat.SubjectPublicKeyInfo))
     return paths
+
+
+def write_client_cert(folder: Path, name: str, common_name: str, organizations: tuple[str, ...] = (),
+                      days: int = 30) -> tuple[Path, Path]:
+    """A client certificate signed by folder/ca.key (the API server trusts that CA for clients).
+
+    The kubelet authenticates with one: CN system:node:<node>, O system:nodes, which the API
+    server's Node authorizer and RBAC grant exactly a kubelet's rights.
+    """
+    ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
+    ca = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+    key = _key()
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    cert = (_builder(x509.Name(subject), ca.subject, key.public_key(), days)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False,
+                                         crl_sign=False, content_commitment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False),
+                           critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    crt, key_path = folder / f"{name}.crt", folder / f"{name}.key"
+    _write(crt, cert.public_bytes(serialization.Encoding.PEM))
+    _write(key_path, _pem_key(key), private=True)
+    return crt, key_path

@@ -6,9 +6,8 @@ import asyncio
 
 from services.scheduler.adapters.launchers import LocalProcessLauncher
 from services.scheduler.adapters.zygote import Zygote
-from shared import topics
-from shared.bus.kafka import KafkaBus, KafkaSettings, tls_from_environment
 from shared.events import AlgorithmTaskSpec, Peer
+from tests.kafka_broker_fixture import create_catalogue_topics
 
 
 def _noop(sleep_s: float) -> AlgorithmTaskSpec:
@@ -21,20 +20,8 @@ def _ppid(pid: int) -> int:
         return int(next(line.split()[1] for line in f if line.startswith("PPid:")))
 
 
-async def _create_topics(bootstrap: str) -> None:
-    # Executors connect as `party`, which may write its topics but not create them (as in production,
-    # where the services create the catalogue at start), so the test plays the operator first.
-    admin = KafkaBus(KafkaSettings(bootstrap=bootstrap, client_id="zygote-test-admin",
-                                  tls=tls_from_environment("admin")))
-    await admin.start()
-    try:
-        await admin.ensure_topics(topics.CATALOGUE)
-    finally:
-        await admin.stop()
-
-
 async def test_executors_fork_from_the_zygote_run_to_their_exit_code_and_stop_on_terminate(tmp_path, kafka_bootstrap):
-    await _create_topics(kafka_bootstrap)
+    await create_catalogue_topics(kafka_bootstrap)
     zygote = Zygote(env={"FERRY_KAFKA__BOOTSTRAP": kafka_bootstrap, "FERRY_BUS__KIND": "kafka"},
                     preload=("torch", "services.executor.main"))
     launcher = LocalProcessLauncher(tmp_path, {"FERRY_KAFKA__BOOTSTRAP": kafka_bootstrap,
