@@ -5,8 +5,11 @@
 The platform as processes (tests/e2e/platform.py: splitter, scheduler with the
 local runner, monitor) on a real Kafka broker with mutual TLS, started here;
 the federation of tests/e2e/straggler.py (hospital-c holds five times the rows
-of the other two; the coordinator scores each version on rows no client trains
-on). Each flow is read back from the monitor's per-round history:
+of the other two, and with four local epochs per version its training, not the
+round trip, is what a round waits for: `slow_party_train_ratio` is its median
+local-training time over the fast parties' in the sync run; the coordinator
+scores each version on rows no client trains on). Each flow is read back from
+the monitor's per-round history:
 
   time        cumulative sum of the aggregator's own round_s (join and start-up excluded,
               the same for both modes)
@@ -61,7 +64,9 @@ def _run(platform, aggregation: str, rounds: int) -> dict:
         elapsed += p["metrics"]["round_s"]
         curve.append((p["round"], round(elapsed, 3), p["metrics"]["server_accuracy"]))
     later = [p["metrics"]["round_s"] for p in points[1:]]
+    train_s = {p: sorted(x["metrics"]["train_s"] for x in series[p] if "train_s" in x["metrics"]) for p in ROWS}
     return {"aggregation": aggregation, "versions": len(points), "wall_s": round(wall, 1), "curve": curve,
+            "median_train_s": {p: round(v[len(v) // 2], 3) for p, v in train_s.items() if v},
             "median_s_per_version_after_the_first": round(float(sorted(later)[len(later) // 2]), 3) if later else None,
             "trained_versions": {p: trained_versions(series[p]) for p in ROWS}}
 
@@ -86,7 +91,7 @@ def main() -> int:
 
     from shared.devtools.kafka_broker import start_broker, stop_broker
     from tests.e2e.platform import Platform
-    from tests.e2e.straggler import prepare_straggler_parties
+    from tests.e2e.straggler import SLOW, prepare_straggler_parties
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ferry-fedbuff-") as tmp:
@@ -114,9 +119,13 @@ def main() -> int:
                 [(r["aggregation"], r["versions"], *times[r["aggregation"]], r["curve"][0][1],
                   r["median_s_per_version_after_the_first"], r["curve"][-1][2], r["trained_versions"])
                  for r in (sync, asynchronous)]))
+    fast = [v for p, v in sync["median_train_s"].items() if p != SLOW]
+    slow_ratio = round(sync["median_train_s"][SLOW] / max(fast), 2)
+    print(f"slow party's median local training / the fast parties': {slow_ratio}")
     print(f"target (sync final server accuracy) {target:.4f}; async_speedup {speedup} (from start {from_start})")
     if out is not None:
         write_json(out, {**provenance(), "async_speedup": speedup, "async_speedup_from_start": from_start,
+                         "slow_party_train_ratio": slow_ratio,
                          "target_accuracy": target, "time_to_target_s": times, "lr": LR,
                          "load_average_before": [round(x, 2) for x in load_before],
                          "load_average_after": [round(x, 2) for x in os.getloadavg()],

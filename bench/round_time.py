@@ -25,8 +25,9 @@ Measured:
 
 --quick: digits x 3 parties on Kafka and embedded, 3 rounds (about a minute on an idle machine);
 writes only with --out. Full: bench/results/round_time.json (the grid in grid(): digits, 1M and 10M
-parameters x 3 and 10 parties, a 10-party row without the zygote, compression rows on digits and
-synthetic data, and the issue's realistic 7.3M-parameter job).
+parameters x 3 and 10 parties, digits and 1M x 30 parties, a 10-party row without the zygote,
+compression rows on digits and synthetic data, and the issue's realistic 7.3M-parameter job).
+async_speedup is quoted from bench/results/fedbuff.json (bench/fedbuff.py), with its commit.
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ def grid(quick: bool) -> list[Row]:
              Row("10p_1m_embedded", "embedded", 10, "mlp", h1m, rounds=5)]
     rows += [Row(f"10p_synthetic_mlp_{method}", "kafka", 10, "mlp", 256, rounds=8, source=SYNTHETIC,
                  shape=SYNTHETIC_SHAPE, extra={"compression": method, **extra}) for method, extra in COMPRESSION]
+    # 30 parties: 31 executor processes on 2 cores; the machine does not allow 10M parameters x 30.
+    rows += [Row("30p_digits_kafka", "kafka", 30, "logreg", rounds=5),
+             Row("30p_1m_kafka", "kafka", 30, "mlp", h1m, rounds=3)]
     return rows
 
 
@@ -366,6 +370,20 @@ def _compression_keys(by: dict[str, dict]) -> dict:
             "compression": tables}
 
 
+def _async_keys() -> dict:
+    """FedBuff's row comes from bench/fedbuff.py, which runs the whole platform (monitor included:
+    it reads accuracy per version from the monitor's history), quoted with that run's commit."""
+    path = RESULTS / "fedbuff.json"
+    if not path.is_file():
+        return {"async_speedup": None, "async_source": "bench/results/fedbuff.json is missing: run bench/fedbuff.py"}
+    got = json.loads(path.read_text())
+    return {"async_speedup": got.get("async_speedup"),
+            "async_source": {"file": "bench/results/fedbuff.json", "commit": got.get("commit"),
+                             "clean_tree": got.get("clean_tree"),
+                             "slow_party_train_ratio": got.get("slow_party_train_ratio"),
+                             "async_speedup_from_start": got.get("async_speedup_from_start")}}
+
+
 def _key(rows: dict[str, dict], name: str, field_: str):
     return rows[name][field_] if name in rows else None
 
@@ -411,8 +429,7 @@ def _payload(results: list[dict], failed: list[dict], host: dict, started: float
         **_compression_keys(by),
         "s_per_round_3p_7m_synthetic": _key(by, "3p_7m_synthetic", "s_per_round"),
         "overhead_share_3p_7m_synthetic": _overhead_share(by.get("3p_7m_synthetic")),
-        "async_speedup": None,
-        "not_measured": "async_speedup: measured by bench/fedbuff.py (bench/results/fedbuff.json), not in this grid",
+        **_async_keys(),
         "load_average_at_write": [round(x, 1) for x in os.getloadavg()],
         "machine": host, "elapsed_s": round(time.monotonic() - started, 1),
         "rows": results, "failed_rows": failed,
@@ -452,6 +469,7 @@ def main() -> int:
 
             handle = start_broker(Path(tmp) / "kafka")
             bootstrap = handle.bootstrap
+            os.environ.update(handle.client_env())  # mutual TLS: each process presents its role's certificate
         try:
             results = asyncio.run(run_all(rows, bootstrap, Path(tmp), failed, save))
         finally:

@@ -15,6 +15,11 @@ import numpy as np
 
 ROWS = {"hospital-a": 500, "hospital-b": 500, "hospital-c": 2500}
 SLOW = "hospital-c"
+# Local epochs per version: enough that training, not the model's round trip over Kafka (~0.1 s),
+# is the bulk of a round, so hospital-c's rounds really take about five times as long. With one
+# epoch the straggler was only ~2x slower in wall time (CI saw the fast parties train 1.4x as
+# many versions as it).
+LOCAL_EPOCHS = 4
 SERVER_ROWS = 1000
 SOURCE = "synthetic:n_rows=5000,n_features=16,n_classes=3,seed=5,separation=0.7"
 
@@ -34,7 +39,7 @@ def prepare_straggler_parties(work_dir: Path) -> None:
 
 
 def straggler_flow(aggregation: str, rounds: int, *, buffer_size: int = 2, max_staleness: int = 6,
-                   lr: float = 0.05, local_epochs: int = 1) -> dict:
+                   lr: float = 0.05, local_epochs: int = LOCAL_EPOCHS) -> dict:
     params = {"model": "mlp", "hidden": 128, "rounds": rounds, "local_epochs": local_epochs, "batch_size": 16, "lr": lr,
               "optimizer": "sgd", "strategy": "fedavg", "min_clients": 3, "seed": 3, "aggregation": aggregation,
               "async_buffer_size": buffer_size, "async_max_staleness": max_staleness, "round_timeout_s": 120}
