@@ -204,11 +204,11 @@ async def run_monitor(bootstrap: str, state_dir: Path, targets: dict[TopicPartit
     def caught_up() -> bool:
         return all(service._offsets.get(tp, 0) >= end for tp, end in targets.items())
 
-    async def prepare_batch(records):
+    async def prepare_batch(records, **options):
         if "first" not in marks:
             marks.update(first=time.perf_counter(), first_cpu=time.process_time(),
                          first_broker=_broker_cpu_s(broker_pid), first_gc=GC.total())
-        return await prepare(records)
+        return await prepare(records, **options)
 
     async def store_batch(batch, sent):
         await store(batch, sent)
