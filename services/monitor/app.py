@@ -55,7 +55,7 @@ MAX_BATCH = 5_000  # records per poll: folded and published together
 # many events or this long since the last one, and whenever the consumer is caught up. Bounds
 # what a crash re-folds; the entries a backlog touches again and again are snapshotted once.
 CHECKPOINT_EVENTS = 25_000
-CHECKPOINT_MS = 2_000
+CHECKPOINT_MS = 5_000
 CHUNK = 1_000      # records folded between turns of the event loop (heartbeats, API)
 GC_THRESHOLDS = (20_000, 20, 20)  # the monitor process's collector; (700, 10, 10) by default
 
@@ -82,7 +82,7 @@ class _Fold:
 
     def __init__(self) -> None:
         self.outbox: list[tuple[str, str, object]] = []   # (topic, key, event) to publish
-        self.wire: dict[int, tuple[object, bytes]] = {}   # id(envelope) -> (envelope, the bytes it came from)
+        self.wire: dict[int, tuple[object, bytes]] = {}   # id(parked envelope) -> (it, the bytes it came from)
         self.malformed: list[tuple[Record, MalformedMessage]] = []
         self.flow_ids: set[str] = set()   # every flow and task id the batch's events named
         self.task_ids: set[str] = set()
@@ -102,7 +102,7 @@ class _Fold:
 
 class _Window:
     """What was folded since the last checkpoint: the state then, the ids named since, where
-    the input partitions stand now, and the wire bytes of envelopes (parked ones are stored)."""
+    the input partitions stand now, and the wire bytes of the envelopes parked meanwhile."""
 
     __slots__ = ("before", "opened_ms", "events", "flow_ids", "task_ids", "offsets", "wire")
 
@@ -203,6 +203,7 @@ class MonitorService:
                 await self._dead_letters.send(record, exc)
             window.add(records, fold)
             items = self._envelopes(fold.outbox)
+            fold.outbox.clear()  # encoded: its objects need not outlive the batch (nor be walked by the GC)
             if not (checkpoint or window.events >= CHECKPOINT_EVENTS
                     or self._clock.now_ms() - window.opened_ms >= CHECKPOINT_MS):
                 return _Prepared(items, {}, {}, fold, list(fold.flow_ids), list(fold.task_ids))
@@ -249,11 +250,17 @@ class MonitorService:
             except MalformedMessage as exc:
                 fold.malformed.append((record, exc))
                 continue
-            wire[id(envelope)] = (envelope, record.value)
             state, effects = step(state, envelope)
             event = envelope.event
+            task_id = getattr(event, "task_id", "")
             fold.flow_ids.add(getattr(event, "flow_id", ""))
-            fold.task_ids.add(getattr(event, "task_id", ""))
+            fold.task_ids.add(task_id)
+            if not effects and task_id:  # parked? (a parked fact emits nothing)
+                task = state.tasks.get(task_id)
+                if task is not None and task.parked and task.parked[-1] is envelope:
+                    # Its snapshot stores these bytes; only parked envelopes are kept (each kept
+                    # one stays alive, so its id is not reused meanwhile), the rest die here.
+                    wire[id(envelope)] = (envelope, record.value)
             consumed[record.topic] += 1
             for effect in effects:
                 if isinstance(effect, StateChanged):
