@@ -18,7 +18,7 @@ import asyncio
 import functools
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -35,6 +35,7 @@ from aiokafka.errors import (ClusterAuthorizationFailedError, CommitFailedError,
 from shared.bus.port import RECORD_OVERHEAD_BYTES, OnAssign, Record, TopicPartition, check_record_size
 from shared.errors import ConfigurationError, RecordTooLarge, TransientError
 from shared.topics import TopicSpec
+from shared.wire.codec import plain_construction
 
 
 _AUTHORIZATION_FAILED = (ClusterAuthorizationFailedError, TopicAuthorizationFailedError,
@@ -318,6 +319,12 @@ class _SeekOnAssign(ConsumerRebalanceListener):
             self.consumer.seek(KafkaTopicPartition(tp.topic, tp.partition), offset)
 
 
+_RECORD_PLAIN = plain_construction(Record) and [f.name for f in fields(Record)] == [
+    "topic", "partition", "offset", "key", "value", "timestamp_ms"]
+_new = object.__new__
+_set_attr = object.__setattr__
+
+
 class KafkaConsumer:
     def __init__(self, settings: KafkaSettings, topics: tuple[str, ...], group_id: str | None, client_id: str,
                  on_assign: OnAssign | None = None):
@@ -367,8 +374,19 @@ class KafkaConsumer:
 
     async def poll(self, timeout_s: float, max_records: int = 500) -> list[Record]:
         batches = await self._consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        return [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
-                for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for m in batches[tp]]
+        ordered = sorted(batches, key=lambda t: (t.topic, t.partition))
+        if not _RECORD_PLAIN:
+            return [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                    for tp in ordered for m in batches[tp]]
+        # Record(...) without its frozen __init__ (a setattr per field): thousands per poll.
+        out = []
+        for tp in ordered:
+            for m in batches[tp]:
+                record = _new(Record)
+                _set_attr(record, "__dict__", {"topic": m.topic, "partition": m.partition, "offset": m.offset,
+                                               "key": m.key, "value": m.value, "timestamp_ms": m.timestamp})
+                out.append(record)
+        return out
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         owned = {tp for tp in self._consumer.assignment()}
