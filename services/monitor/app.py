@@ -134,7 +134,7 @@ class _Prepared:
         self.snapshots: dict[str, bytes] = snapshots
         self.offsets: dict[TopicPartition, int] = offsets
         self.fold: _Fold = fold
-        self.flow_ids: list[str] = flow_ids
+        self.flow_ids: list[str] = flow_ids  # the entries this batch changed (the dashboard hears of them)
         self.task_ids: list[str] = task_ids
 
 
@@ -190,7 +190,7 @@ class MonitorService:
         """Fold `records` into self.state; the batch's sends and, if it closes a checkpoint (asked,
         or due: see CHECKPOINT_EVENTS), the snapshots and offsets to store, not yet sent.
         Undecodable records go to the dead-letter topic."""
-        window = self._window
+        window, before = self._window, self.state
         fold = _Fold()
         with _paused_gc():
             for start in range(0, len(records), CHUNK):
@@ -204,17 +204,18 @@ class MonitorService:
             window.add(records, fold)
             items = self._envelopes(fold.outbox)
             fold.outbox.clear()  # encoded: its objects need not outlive the batch (nor be walked by the GC)
+            state = self.state
+            changed_tasks, changed_flows = touched_since(before, state, fold.flow_ids, fold.task_ids)  # the hub's
             if not (checkpoint or window.events >= CHECKPOINT_EVENTS
                     or self._clock.now_ms() - window.opened_ms >= CHECKPOINT_MS):
-                return _Prepared(items, {}, {}, fold, list(fold.flow_ids), list(fold.task_ids))
-            state = self.state
+                return _Prepared(items, {}, {}, fold, changed_flows, changed_tasks)
             task_ids, flow_ids = touched_since(window.before, state, window.flow_ids, window.task_ids)
             snapshots = {f"t:{t}": snapshot_task(state, t, window.wire) for t in task_ids}
             snapshots.update({f"f:{f}": snapshot_flow(state, f) for f in flow_ids})
             items += [(_TASK_STATE, key.encode(), blob) for key, blob in snapshots.items()]
             offsets = window.offsets
             self._window = _Window(state, self._clock.now_ms())
-        return _Prepared(items, snapshots, offsets, fold, flow_ids, task_ids)
+        return _Prepared(items, snapshots, offsets, fold, changed_flows, changed_tasks)
 
     def _send(self, batch: "_Prepared") -> asyncio.Future:
         """One send of everything the batch publishes (its StateChanged, commands, then the
