@@ -7,7 +7,8 @@ an empty state dir and times it until every input partition's stored offset reac
 the end recorded after publishing, and then until service.flush() (if the service
 has one) has every snapshot mirrored. So the time covers the whole shell: consume,
 decode, step, StateChanged published to ferry.task-events and acknowledged,
-snapshots + offsets in one LMDB transaction, snapshots on ferry.task-state.
+snapshots + offsets in one LMDB transaction, snapshots on ferry.task-state (per
+checkpoint: the monitor closes one when caught up, so the last is always timed).
 Each run checks the result: every flow SUCCEEDED, every member at round 3 of 3.
 
 Rows per run:
@@ -61,7 +62,7 @@ from aiokafka import TopicPartition as KafkaTopicPartition  # noqa: E402
 from aiokafka.partitioner import murmur2  # noqa: E402
 
 from services.monitor.adapters.state_store import MonitorStateStore  # noqa: E402
-from services.monitor.app import INPUT_TOPICS, build  # noqa: E402
+from services.monitor.app import CHECKPOINT_EVENTS, CHECKPOINT_MS, INPUT_TOPICS, MAX_BATCH, build  # noqa: E402
 from services.monitor.core import snapshot_flow, snapshot_task  # noqa: E402
 from services.monitor.core.state import evolve  # noqa: E402
 from shared import topics  # noqa: E402
@@ -204,11 +205,11 @@ async def run_monitor(bootstrap: str, state_dir: Path, targets: dict[TopicPartit
     def caught_up() -> bool:
         return all(service._offsets.get(tp, 0) >= end for tp, end in targets.items())
 
-    async def prepare_batch(records):
+    async def prepare_batch(records, **options):
         if "first" not in marks:
             marks.update(first=time.perf_counter(), first_cpu=time.process_time(),
                          first_broker=_broker_cpu_s(broker_pid), first_gc=GC.total())
-        return await prepare(records)
+        return await prepare(records, **options)
 
     async def store_batch(batch, sent):
         await store(batch, sent)
@@ -437,6 +438,9 @@ async def bench(args, bootstrap: str, broker_pid: int | None, work: Path) -> dic
         "workload": "shared.testing.task_streams.lifecycle_events(parties=2, rounds=3): 13 events per task, "
                     "one task per flow, pre-published to the 6 input topics (3 partitions each)",
         "clock": "wall seconds; events_per_s = events / (first batch in -> last batch done), median of runs",
+        "monitor_checkpoints": f"snapshots + offsets stored (LMDB) and snapshots mirrored (ferry.task-state) when "
+                               f"caught up, else every {CHECKPOINT_EVENTS:,} events or {CHECKPOINT_MS} ms of backlog "
+                               f"(services/monitor/app.py); StateChanged published every batch of <= {MAX_BATCH:,}",
     }
 
 

@@ -1,11 +1,15 @@
 """Monitor service: folds every fact about tasks into state, publishes what changed.
 
 Per batch of records (up to MAX_BATCH per poll): decode and step() each, then
-one send of the batch's StateChanged (ferry.task-events), commands and touched
-snapshots (mirrored to the compacted ferry.task-state topic), all acknowledged
-before the snapshots plus the consumed offsets go to the local LMDB in one
-transaction (the source of restart truth); then the offsets are committed to
-Kafka for observability. Metrics are counted per batch.
+one send of the batch's StateChanged (ferry.task-events) and commands. A batch
+that closes a checkpoint also sends the snapshots of every entry changed since
+the last checkpoint (mirrored to the compacted ferry.task-state topic); once
+all of it is acknowledged, those snapshots plus the consumed offsets go to the
+local LMDB in one transaction (the source of restart truth), then the offsets
+are committed to Kafka for observability. A checkpoint closes when the consumer
+is caught up, or after CHECKPOINT_EVENTS events or CHECKPOINT_MS of folding:
+a backlog is snapshotted once per entry per checkpoint, not once per batch,
+and a crash re-folds at most that much. Metrics are counted per batch.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from shared import topics
 from shared.bus.port import Bus, Record, TopicPartition, next_offsets
 from shared.clock import Clock
 from shared.errors import MalformedMessage
-from shared.events import CommandKind, StateChanged, TaskCommand
+from shared.events import CommandKind, EntityKind, StateChanged, Status, TaskCommand
 from shared.messaging import DeadLetters, EventPublisher
 from shared.metrics import ANOMALIES, CONSUMED, PUBLISHED, TRANSITIONS
 from shared.readiness import Readiness
@@ -46,7 +50,12 @@ _TASK_EVENTS = topics.TASK_EVENTS.name
 _COMMANDS = topics.COMMANDS.name
 _TASK_STATE = topics.TASK_STATE.name
 _NOT_APPLIED = (Anomaly, CommandRejected, DuplicateDropped)
-MAX_BATCH = 5_000  # records per poll: folded, published, stored and committed together
+MAX_BATCH = 5_000  # records per poll: folded and published together
+# A checkpoint (snapshots + offsets stored, snapshots mirrored) closes at the latest after this
+# many events or this long since the last one, and whenever the consumer is caught up. Bounds
+# what a crash re-folds; the entries a backlog touches again and again are snapshotted once.
+CHECKPOINT_EVENTS = 25_000
+CHECKPOINT_MS = 5_000
 CHUNK = 1_000      # records folded between turns of the event loop (heartbeats, API)
 GC_THRESHOLDS = (20_000, 20, 20)  # the monitor process's collector; (700, 10, 10) by default
 
@@ -73,12 +82,12 @@ class _Fold:
 
     def __init__(self) -> None:
         self.outbox: list[tuple[str, str, object]] = []   # (topic, key, event) to publish
-        self.wire: dict[int, tuple[object, bytes]] = {}   # id(envelope) -> (envelope, the bytes it came from)
+        self.wire: dict[int, tuple[object, bytes]] = {}   # id(parked envelope) -> (it, the bytes it came from)
         self.malformed: list[tuple[Record, MalformedMessage]] = []
         self.flow_ids: set[str] = set()   # every flow and task id the batch's events named
         self.task_ids: set[str] = set()
         self.consumed: Counter[str] = Counter()
-        self.transitions: Counter[tuple[str, str]] = Counter()
+        self.transitions: Counter[tuple[EntityKind, Status]] = Counter()
         self.anomalies: Counter[str] = Counter()
 
     def count_metrics(self, service: str) -> None:
@@ -86,13 +95,37 @@ class _Fold:
         for topic, n in self.consumed.items():
             CONSUMED.labels(service, topic).inc(n)
         for (entity, status), n in self.transitions.items():
-            TRANSITIONS.labels(entity, status).inc(n)
+            TRANSITIONS.labels(entity.name, status.name).inc(n)
         for name, n in self.anomalies.items():
             ANOMALIES.labels(name).inc(n)
 
 
+class _Window:
+    """What was folded since the last checkpoint: the state then, the ids named since, where
+    the input partitions stand now, and the wire bytes of the envelopes parked meanwhile."""
+
+    __slots__ = ("before", "opened_ms", "events", "flow_ids", "task_ids", "offsets", "wire")
+
+    def __init__(self, before: MonitorState, opened_ms: int) -> None:
+        self.before = before
+        self.opened_ms = opened_ms
+        self.events = 0
+        self.flow_ids: set[str] = set()
+        self.task_ids: set[str] = set()
+        self.offsets: dict[TopicPartition, int] = {}
+        self.wire: dict[int, tuple[object, bytes]] = {}
+
+    def add(self, records: list[Record], fold: _Fold) -> None:
+        self.events += len(records)
+        self.flow_ids |= fold.flow_ids
+        self.task_ids |= fold.task_ids
+        self.offsets.update(next_offsets(records))
+        self.wire.update(fold.wire)
+
+
 class _Prepared:
-    """A folded batch: what it publishes (topic, key, bytes), its snapshots and offsets."""
+    """A folded batch: what it publishes (topic, key, bytes); if it closes a checkpoint, the
+    snapshots and offsets to store (else both empty: stored with a later batch)."""
 
     __slots__ = ("items", "snapshots", "offsets", "fold", "flow_ids", "task_ids")
 
@@ -101,7 +134,7 @@ class _Prepared:
         self.snapshots: dict[str, bytes] = snapshots
         self.offsets: dict[TopicPartition, int] = offsets
         self.fold: _Fold = fold
-        self.flow_ids: list[str] = flow_ids
+        self.flow_ids: list[str] = flow_ids  # the entries this batch changed (the dashboard hears of them)
         self.task_ids: list[str] = task_ids
 
 
@@ -117,6 +150,7 @@ class MonitorService:
         self.state: MonitorState = restore(store.snapshots(), max_attempts)
         self._offsets = store.offsets()  # stored with the snapshots: where a restart resumes
         self._folded = dict(self._offsets)  # where the state in memory resumes
+        self._window = _Window(self.state, clock.now_ms())  # folded since the last checkpoint
         self.readiness = Readiness(bus, clock)
         self.readiness.restored = True  # restore() above folded every stored snapshot
         self.publisher = EventPublisher(bus, self.name, clock)
@@ -144,31 +178,44 @@ class MonitorService:
 
     async def handle_batch(self, records: list[Record]) -> None:
         """Fold a batch and make it durable (prepare, send, store; see run() for the pipeline)."""
-        batch = await self.prepare_batch(records)
+        batch = await self.prepare_batch(records, checkpoint=True)
         await self.store_batch(batch, self._send(batch))
 
-    async def prepare_batch(self, records: list[Record]) -> "_Prepared":
-        """Fold `records` into self.state; the batch's sends, snapshots and offsets, not yet sent.
+    @property
+    def unsaved(self) -> bool:
+        """Whether events were folded since the last checkpoint (a crash would re-fold them)."""
+        return bool(self._window.offsets)
+
+    async def prepare_batch(self, records: list[Record], checkpoint: bool = False) -> "_Prepared":
+        """Fold `records` into self.state; the batch's sends and, if it closes a checkpoint (asked,
+        or due: see CHECKPOINT_EVENTS), the snapshots and offsets to store, not yet sent.
         Undecodable records go to the dead-letter topic."""
-        before = self.state
+        window, before = self._window, self.state
         fold = _Fold()
-        for start in range(0, len(records), CHUNK):
-            if start:
-                await asyncio.sleep(0)  # the Kafka clients' heartbeats and the API get a turn
-            chunk = records[start:start + CHUNK]
-            with _paused_gc():
+        with _paused_gc():
+            for start in range(0, len(records), CHUNK):
+                if start:
+                    await asyncio.sleep(0)  # the Kafka clients' heartbeats and the API get a turn
+                chunk = records[start:start + CHUNK]
                 self._fold(chunk, fold)
-            self._folded.update(next_offsets(chunk))  # before the next await: a rebalance may seek
-        offsets = next_offsets(records)
-        for record, exc in fold.malformed:
-            await self._dead_letters.send(record, exc)
-        state = self.state
-        task_ids, flow_ids = touched_since(before, state, fold.flow_ids, fold.task_ids)
-        snapshots = {f"t:{t}": snapshot_task(state, t, fold.wire) for t in task_ids}
-        snapshots.update({f"f:{f}": snapshot_flow(state, f) for f in flow_ids})
-        items = self._envelopes(fold.outbox)
-        items += [(_TASK_STATE, key.encode(), blob) for key, blob in snapshots.items()]
-        return _Prepared(items, snapshots, offsets, fold, flow_ids, task_ids)
+                self._folded.update(next_offsets(chunk))  # before the next await: a rebalance may seek
+            for record, exc in fold.malformed:
+                await self._dead_letters.send(record, exc)
+            window.add(records, fold)
+            items = self._envelopes(fold.outbox)
+            fold.outbox.clear()  # encoded: its objects need not outlive the batch (nor be walked by the GC)
+            state = self.state
+            changed_tasks, changed_flows = touched_since(before, state, fold.flow_ids, fold.task_ids)  # the hub's
+            if not (checkpoint or window.events >= CHECKPOINT_EVENTS
+                    or self._clock.now_ms() - window.opened_ms >= CHECKPOINT_MS):
+                return _Prepared(items, {}, {}, fold, changed_flows, changed_tasks)
+            task_ids, flow_ids = touched_since(window.before, state, window.flow_ids, window.task_ids)
+            snapshots = {f"t:{t}": snapshot_task(state, t, window.wire) for t in task_ids}
+            snapshots.update({f"f:{f}": snapshot_flow(state, f) for f in flow_ids})
+            items += [(_TASK_STATE, key.encode(), blob) for key, blob in snapshots.items()]
+            offsets = window.offsets
+            self._window = _Window(state, self._clock.now_ms())
+        return _Prepared(items, snapshots, offsets, fold, changed_flows, changed_tasks)
 
     def _send(self, batch: "_Prepared") -> asyncio.Future:
         """One send of everything the batch publishes (its StateChanged, commands, then the
@@ -186,8 +233,9 @@ class MonitorService:
         sequence); a crash after it resumes past the batch. No transition is applied twice, none
         is lost, and the restored state equals the stored one."""
         await sent
-        self._store.save(batch.snapshots, batch.offsets)
-        self._offsets.update(batch.offsets)
+        if batch.offsets:  # a checkpoint
+            self._store.save(batch.snapshots, batch.offsets)
+            self._offsets.update(batch.offsets)
         batch.fold.count_metrics(self.name)
         self.hub.publish(set(batch.flow_ids), set(batch.task_ids))
         self.changed.set()
@@ -203,16 +251,22 @@ class MonitorService:
             except MalformedMessage as exc:
                 fold.malformed.append((record, exc))
                 continue
-            wire[id(envelope)] = (envelope, record.value)
             state, effects = step(state, envelope)
             event = envelope.event
+            task_id = getattr(event, "task_id", "")
             fold.flow_ids.add(getattr(event, "flow_id", ""))
-            fold.task_ids.add(getattr(event, "task_id", ""))
+            fold.task_ids.add(task_id)
+            if not effects and task_id:  # parked? (a parked fact emits nothing)
+                task = state.tasks.get(task_id)
+                if task is not None and task.parked and task.parked[-1] is envelope:
+                    # Its snapshot stores these bytes; only parked envelopes are kept (each kept
+                    # one stays alive, so its id is not reused meanwhile), the rest die here.
+                    wire[id(envelope)] = (envelope, record.value)
             consumed[record.topic] += 1
             for effect in effects:
                 if isinstance(effect, StateChanged):
                     outbox.append((_TASK_EVENTS, effect.task_id or effect.flow_id, effect))
-                    transitions[(effect.entity.name, effect.to_status.name)] += 1
+                    transitions[(effect.entity, effect.to_status)] += 1  # names looked up per batch
                 elif isinstance(effect, CancelSiblings):
                     outbox.append((_COMMANDS, effect.flow_id, TaskCommand(
                         f"cancel-siblings-{envelope.event_id}", CommandKind.CANCEL, effect.flow_id,
@@ -267,10 +321,13 @@ class MonitorService:
         try:
             # Pipelined: batch N+1 is folded while batch N's sends are on their way (the broker
             # works meanwhile), then N is stored, then N+1's sends start after N's.
+            # Caught up (an empty poll) with events folded since the last checkpoint: an empty
+            # batch closes the checkpoint.
             pending: tuple[_Prepared, asyncio.Future] | None = None
             while not stop.is_set():
-                records = await consumer.poll(0 if pending else 0.2, max_records=MAX_BATCH)
-                batch = await self.prepare_batch(records) if records else None
+                records = await consumer.poll(0 if pending or self.unsaved else 0.2, max_records=MAX_BATCH)
+                batch = await self.prepare_batch(records) if records else \
+                    await self.prepare_batch([], checkpoint=True) if self.unsaved else None
                 if pending is not None:
                     await self.store_batch(*pending)
                     await consumer.commit(pending[0].offsets)
@@ -281,6 +338,9 @@ class MonitorService:
                     await self._declare_lost()
             if pending is not None:
                 await self.store_batch(*pending)
+            if self.unsaved:  # stopped mid-backlog: what was folded is stored, not re-folded
+                batch = await self.prepare_batch([], checkpoint=True)
+                await self.store_batch(batch, self._send(batch))
         finally:
             self.hub.close()
             await consumer.stop()

@@ -184,7 +184,7 @@ def _scalar_type(fd: FieldDescriptor) -> type | None:
     return _PY_SCALARS.get(fd.cpp_type)
 
 
-def _plain_construction(cls: type) -> bool:
+def plain_construction(cls: type) -> bool:
     """Whether filling __dict__ directly builds the same object as cls(**fields) would:
     a dataclass whose __init__ only stores its fields (no __post_init__, no slots, no __new__)."""
     params = getattr(cls, "__dataclass_params__", None)
@@ -272,7 +272,7 @@ def _decoder(domain_cls: type):
         else:  # nested
             env[f"_c{i}"] = _lazy_decoder(arg)
             values.append(f"_c{i}({get})")
-    if _plain_construction(domain_cls):
+    if plain_construction(domain_cls):
         body = ("    obj = _new(_cls)\n"
                 "    _set_attr(obj, '__dict__', {" + ", ".join(f"{n!r}: {v}" for (n, _, _), v in zip(plans, values))
                 + "})\n    return obj\n")
@@ -372,7 +372,7 @@ def _type_name(domain_cls: type) -> str:
     return _wire_class(domain_cls).DESCRIPTOR.full_name
 
 
-_ENVELOPE_PLAIN = _plain_construction(events.Envelope)
+_ENVELOPE_PLAIN = plain_construction(events.Envelope)
 
 
 def encode(envelope: events.Envelope) -> bytes:

@@ -7,9 +7,19 @@ new MonitorState, sharing every untouched entry with the old one.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from services.monitor.core.effects import Effect
 from services.monitor.core.state import Flow, MonitorState, Outcome, Record, Task, evolve
 from shared.events import EntityKind, Envelope, StateChanged, Status
+from shared.wire.codec import plain_construction
+
+
+_PLAIN_STATE_CHANGED = plain_construction(StateChanged) and [f.name for f in fields(StateChanged)] == [
+    "entity", "entity_id", "flow_id", "task_id", "from_status", "to_status", "attempt", "cause_event_id",
+    "cause_type", "reason", "at_ms"]
+_new = object.__new__
+_set = object.__setattr__
 
 
 class Draft:
@@ -54,8 +64,19 @@ class Draft:
     def changed(self, entity: EntityKind, entity_id: str, flow_id: str, task_id: str,
                 from_status: Status | None, to_status: Status, attempt: int, reason: str) -> None:
         env = self.env
-        self.effects.append(StateChanged(entity, entity_id, flow_id, task_id, from_status, to_status,
-                                         attempt, env.event_id, env.type_name, reason, env.timestamp_ms))
+        if not _PLAIN_STATE_CHANGED:
+            self.effects.append(StateChanged(entity, entity_id, flow_id, task_id, from_status, to_status,
+                                             attempt, env.event_id, env.type_name, reason, env.timestamp_ms))
+            return
+        # StateChanged(...) as its frozen __init__ builds it, without a setattr per field: one
+        # or more per event folded.
+        changed = _new(StateChanged)
+        _set(changed, "__dict__", {
+            "entity": entity, "entity_id": entity_id, "flow_id": flow_id, "task_id": task_id,
+            "from_status": from_status, "to_status": to_status, "attempt": attempt,
+            "cause_event_id": env.event_id, "cause_type": type(env.event).__name__, "reason": reason,
+            "at_ms": env.timestamp_ms})
+        self.effects.append(changed)
 
     def commit(self) -> tuple[MonitorState, tuple[Effect, ...]]:
         base = self.base
