@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["executor"]:  # a Job's container: before any heavy import (see its docstring)
+        from services.executor import stop_as_suspended_on_sigterm
+
+        stop_as_suspended_on_sigterm()
     if argv and argv[0] in PASS_THROUGH:
         import importlib
 

@@ -236,11 +236,24 @@ def build_ferry_image(torch_index_url: str = "") -> str:
                           ROOT / "README.md", ROOT / "shared", ROOT / "services", extra=f"{base}:{torch_index_url}")
     if _up_to_date("ferry:latest", digest):
         return "ferry:latest"
+    replaced = _image_id("ferry:latest")
     _run(["docker", "build", "--force-rm", "--network", "host", "-t", "ferry:latest", "--build-arg", f"BASE={base}",
           "--build-arg", f"TORCH_INDEX_URL={torch_index_url}", "--build-arg", f"TORCH_SPEC={torch_requirement()}",
           "--label", f"ferry.inputs={digest}",
           "-f", str(ROOT / "deploy/Dockerfile"), str(ROOT)], timeout=3600, env=docker_env())
+    if replaced and replaced != _image_id("ferry:latest"):
+        # The image a rebuild replaced: each one held its own copy of the deps venv (gigabytes),
+        # and a machine that rebuilds after every change filled its disk with them. Removing it by
+        # id leaves the build cache of the deps stage alone (`docker image prune` would not: it
+        # would cost the next build a fresh torch download). Refused when something still uses it.
+        subprocess.run(["docker", "rmi", replaced], env=docker_env(), capture_output=True, timeout=120)
     return "ferry:latest"
+
+
+def _image_id(ref: str) -> str | None:
+    res = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], env=docker_env(),
+                         capture_output=True, text=True, timeout=30)
+    return res.stdout.strip() or None if res.returncode == 0 else None
 
 
 def build_all(torch_index_url: str = "") -> dict[str, float]:

@@ -56,7 +56,10 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # nobody listens once the socket is closed
 
 
-def test_submit_to_an_unreachable_broker_fails_fast_naming_it(capsys):
+def test_submit_to_an_unreachable_broker_fails_fast_naming_it(capsys, monkeypatch):
+    # Run alone, no session fixture has put TLS settings in the environment; what is under test
+    # here is the unreachable broker, so the client may be a development one.
+    monkeypatch.setenv("FERRY_KAFKA__INSECURE_PLAINTEXT", "true")
     bootstrap = f"127.0.0.1:{_closed_port()}"
     started = time.monotonic()
     code = main(["flow", "submit", str(ROOT / "examples" / "flows" / "noop.yaml"), "--bootstrap", bootstrap,
