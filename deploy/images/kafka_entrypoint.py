@@ -27,7 +27,8 @@ PKI = Path(os.environ.get("KAFKA_PKI", "/etc/ferry/pki"))
 DATA = Path(os.environ.get("KAFKA_DATA", "/var/lib/kafka"))
 READY = DATA / ".ferry-ready"
 LIBS = "/opt/kafka/libs/*"
-JVM = ["java", "-Xms256m", "-Xmx1g", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
+# Full JIT (no TieredStopAtLevel=1): TLS needs C2's AES-GCM intrinsics (shared/devtools/kafka_broker.py).
+JVM = ["java", "-Xms256m", "-Xmx1g", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
        "-Dorg.slf4j.simpleLogger.log.org.apache.kafka.common.config=warn"]
 
 
