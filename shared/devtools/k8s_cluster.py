@@ -72,13 +72,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verify(folder: Path) -> bool:
+def _verify(folder: Path, binaries: tuple[str, ...]) -> bool:
     sums = folder / "SHA256SUMS"
     if not sums.is_file():
         return False
     recorded = dict(reversed(line.split(None, 1)) for line in sums.read_text().splitlines() if line.strip())
     recorded = {name.strip().lstrip("*"): digest for name, digest in recorded.items()}
-    if set(recorded) != set(BINARIES):
+    if set(recorded) != set(binaries):
         return False
     for name, digest in recorded.items():
         binary = folder / "bin" / name
@@ -87,41 +87,51 @@ def _verify(folder: Path) -> bool:
     return True
 
 
-def ensure_binaries(log=print) -> Path:
-    """The folder holding bin/<binary>, building it first when the cache is cold (~15-25 min)."""
+def cached_build(key: str, binaries: tuple[str, ...], script: Path, env: dict[str, str], what: str,
+                 manifest: dict, log=print) -> Path:
+    """bin/ of cache_root()/key (its SHA256SUMS checked), which `script` builds first on a cold cache.
+
+    One Go build at a time per machine: a parallel session waits for the first one's result."""
     root = cache_root()
-    folder = root / version_key()
-    if _verify(folder):
+    folder = root / key
+    if _verify(folder, binaries):
         return folder / "bin"
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel session builds once, the others wait
-        if _verify(folder):
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _verify(folder, binaries):
             return folder / "bin"
         if shutil.which("go") is None:
-            raise ClusterError("building the Kubernetes binaries needs Go >= 1.24 on PATH (apt-get install golang-go)")
-        partial = root / (version_key() + ".tmp")
-        log(f"building Kubernetes v{K8S_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION} into {folder} "
-            "(first run only: ~15-25 min on 2 cores)")
+            raise ClusterError(f"building {what} needs Go >= 1.24 on PATH (apt-get install golang-go)")
+        partial = root / (key + ".tmp")
+        shutil.rmtree(partial, ignore_errors=True)
+        log(f"building {what} into {folder} (first run only)")
         started = time.monotonic()
-        env = {**os.environ, "FERRY_K8S_VERSION": K8S_VERSION, "FERRY_ETCD_VERSION": ETCD_VERSION,
-               "FERRY_KWOK_VERSION": KWOK_VERSION}
-        with open(root / "build.log", "w") as out:
-            done = subprocess.run(["nice", "-n", "10", "bash", str(BUILD_SCRIPT), str(partial)], env=env,
+        build_log = root / f"{script.stem}.log"
+        with open(build_log, "w") as out:
+            done = subprocess.run(["nice", "-n", "10", "bash", str(script), str(partial)], env={**os.environ, **env},
                                   stdout=out, stderr=subprocess.STDOUT, timeout=4 * 3600)  # a hang guard only
         if done.returncode != 0:
-            raise ClusterError(f"build.sh failed ({done.returncode}); see {root / 'build.log'}")
+            raise ClusterError(f"{script.name} failed ({done.returncode}); see {build_log}")
         go_version = subprocess.run(["go", "version"], capture_output=True, text=True, timeout=30).stdout.strip()
         (partial / "manifest.json").write_text(json.dumps({
-            "kubernetes": K8S_VERSION, "etcd": ETCD_VERSION, "kwok": KWOK_VERSION, "go": go_version,
-            "build_seconds": round(time.monotonic() - started, 1),
+            **manifest, "go": go_version, "build_seconds": round(time.monotonic() - started, 1),
             "go_sum_sha256": _sha256(partial / "src" / "go.sum")}, indent=2))
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)
-        if not _verify(folder):
+        if not _verify(folder, binaries):
             raise ClusterError(f"{folder}: the build left no complete SHA256SUMS")
-        log(f"built in {time.monotonic() - started:.0f} s")
+        log(f"built {what} in {time.monotonic() - started:.0f} s")
         return folder / "bin"
+
+
+def ensure_binaries(log=print) -> Path:
+    """The folder holding bin/<binary>, building it first when the cache is cold (~15-25 min)."""
+    return cached_build(version_key(), BINARIES, BUILD_SCRIPT,
+                        {"FERRY_K8S_VERSION": K8S_VERSION, "FERRY_ETCD_VERSION": ETCD_VERSION,
+                         "FERRY_KWOK_VERSION": KWOK_VERSION},
+                        f"Kubernetes v{K8S_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}",
+                        {"kubernetes": K8S_VERSION, "etcd": ETCD_VERSION, "kwok": KWOK_VERSION}, log)
 
 
 def free_port() -> int:

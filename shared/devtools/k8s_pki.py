@@ -40,6 +40,20 @@ def _builder(subject: str | x509.Name, issuer: x509.Name, public_key, days: int)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False))
 
 
+def _leaf(subject: str | x509.Name, ca: x509.Certificate, ca_key, public_key, days: int,
+          usage: x509.ObjectIdentifier) -> x509.CertificateBuilder:
+    """A CA-signed end-entity certificate's builder: signing key usage only, one extended usage,
+    and the key identifiers strict TLS clients insist on."""
+    return (_builder(subject, ca.subject, public_key, days)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False,
+                                         crl_sign=False, content_commitment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False),
+                           critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
+
+
 def _write(path: Path, data: bytes, private: bool = False) -> None:
     path.write_bytes(data)
     if private:
@@ -59,14 +73,7 @@ def write_pki(folder: Path, days: int = 30) -> dict[str, Path]:
           .sign(ca_key, hashes.SHA256()))
     serving_key = _key()
     names = [x509.DNSName(n) for n in _SERVING_NAMES] + [x509.IPAddress(ipaddress.ip_address(i)) for i in _SERVING_IPS]
-    serving = (_builder("kube-apiserver", ca.subject, serving_key.public_key(), days)
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False,
-                                            crl_sign=False, content_commitment=False, data_encipherment=False,
-                                            key_agreement=False, encipher_only=False, decipher_only=False),
-                              critical=True)
-               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    serving = (_leaf("kube-apiserver", ca, ca_key, serving_key.public_key(), days, ExtendedKeyUsageOID.SERVER_AUTH)
                .add_extension(x509.SubjectAlternativeName(names), critical=False)
                .sign(ca_key, hashes.SHA256()))
     sa_key = _key()
@@ -94,14 +101,7 @@ def write_client_cert(folder: Path, name: str, common_name: str, organizations: 
     key = _key()
     subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
     subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    cert = (_builder(x509.Name(subject), ca.subject, key.public_key(), days)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False,
-                                         crl_sign=False, content_commitment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False),
-                           critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    cert = (_leaf(x509.Name(subject), ca, ca_key, key.public_key(), days, ExtendedKeyUsageOID.CLIENT_AUTH)
             .sign(ca_key, hashes.SHA256()))
     crt, key_path = folder / f"{name}.crt", folder / f"{name}.key"
     _write(crt, cert.public_bytes(serialization.Encoding.PEM))

@@ -29,7 +29,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 
 from shared.devtools import k8s_node_images as images
 from shared.devtools.k8s_cluster import (K8S_VERSION, Cluster, ClusterError, _kill_pid, _pid_alive, _sha256,
-                                         cache_root, free_port)
+                                         cache_root, cached_build, free_port)
 
 _REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = _REPO / "deploy" / "k8s-dev" / "build-kubelet.sh"
@@ -55,52 +54,11 @@ def kubelet_key() -> str:
     return f"kubelet-v{K8S_VERSION}"
 
 
-def _verify(folder: Path) -> bool:
-    sums = folder / "SHA256SUMS"
-    if not sums.is_file():
-        return False
-    recorded = {name.strip().lstrip("*"): digest for digest, name in
-                (line.split(None, 1) for line in sums.read_text().splitlines() if line.strip())}
-    if set(recorded) != set(KUBELET_BINARIES):
-        return False
-    for name, digest in recorded.items():
-        if _sha256(folder / "bin" / name) != digest:
-            raise ClusterError(f"{folder / 'bin' / name}: sha256 differs from {sums}; delete {folder} to rebuild")
-    return True
-
-
 def ensure_kubelet(log=print) -> Path:
-    """The folder holding bin/kubelet and bin/pause, building them first on a cold cache."""
-    root = cache_root()
-    folder = root / kubelet_key()
-    if _verify(folder):
-        return folder / "bin"
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # shared with the control plane's build: one Go build at a time
-        if _verify(folder):
-            return folder / "bin"
-        if shutil.which("go") is None:
-            raise ClusterError("building the kubelet needs Go >= 1.24 on PATH (apt-get install golang-go)")
-        partial = root / (kubelet_key() + ".tmp")
-        shutil.rmtree(partial, ignore_errors=True)
-        log(f"building kubelet v{K8S_VERSION} into {folder} (first run only: ~4-10 min on 2 cores)")
-        started = time.monotonic()
-        env = {**os.environ, "FERRY_K8S_VERSION": K8S_VERSION}
-        with open(root / "build-kubelet.log", "w") as out:
-            done = subprocess.run(["nice", "-n", "10", "bash", str(BUILD_SCRIPT), str(partial)], env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, timeout=4 * 3600)  # a hang guard only
-        if done.returncode != 0:
-            raise ClusterError(f"build-kubelet.sh failed ({done.returncode}); see {root / 'build-kubelet.log'}")
-        (partial / "manifest.json").write_text(json.dumps({
-            "kubernetes": K8S_VERSION, "build_seconds": round(time.monotonic() - started, 1),
-            "go_sum_sha256": _sha256(partial / "src" / "go.sum")}, indent=2))
-        shutil.rmtree(folder, ignore_errors=True)
-        partial.rename(folder)
-        if not _verify(folder):
-            raise ClusterError(f"{folder}: the build left no complete SHA256SUMS")
-        log(f"kubelet built in {time.monotonic() - started:.0f} s")
-        return folder / "bin"
+    """The folder holding bin/kubelet and bin/pause, building them first on a cold cache
+    (~1 min with the Go build cache the control plane's build leaves, several minutes without)."""
+    return cached_build(kubelet_key(), KUBELET_BINARIES, BUILD_SCRIPT, {"FERRY_K8S_VERSION": K8S_VERSION},
+                        f"kubelet v{K8S_VERSION}", {"kubernetes": K8S_VERSION}, log)
 
 
 def _mounts_under(folder: Path) -> list[str]:
