@@ -101,7 +101,11 @@ class RealNode:
     # ---- start ----
 
     def start(self, images: tuple[str, ...] = (), timeout_s: float = 180.0) -> str:
-        """Start containerd, import `images` (from the private dockerd) and the kubelet; wait until Ready."""
+        """Start containerd, import `images` (from the private dockerd) and the kubelet; wait until Ready.
+
+        timeout_s bounds the start before the imports and, anew, the kubelet's start after them: an
+        import copies gigabytes when the image changed (282 s once in `make test`), bounded by its own
+        timeouts, and used to leave the kubelet no time at all."""
         deadline = time.monotonic() + timeout_s
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "logs").mkdir(exist_ok=True)
@@ -116,7 +120,7 @@ class RealNode:
             for image in images:
                 self.import_docker_image(image)
             self._start_kubelet()
-            self._wait_ready(deadline)
+            self._wait_ready(time.monotonic() + timeout_s)
         except BaseException:
             self.stop()
             raise
