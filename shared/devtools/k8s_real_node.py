@@ -231,8 +231,17 @@ state = "{self.folder / 'containerd-state'}"
             with self._docker_save(ref) as stream:
                 archive, kept = images.docker_archive_to_oci(stream, images.qualified(ref), have,
                                                              self.folder / "import", self.folder / "image.tar")
-            self._ctr("images", "import", str(archive), timeout=1800)
-            archive.unlink()
+            try:
+                self._ctr("images", "import", str(archive), timeout=1800)
+            except ClusterError as exc:
+                # Seen once: "parent snapshot ... does not exist". Moving the tag to the new image
+                # leaves the old one unreferenced, and containerd's garbage collector may take the
+                # shared snapshots before the new layers are unpacked on them. A whole copy is slow
+                # (minutes) but needs no snapshot that is already there.
+                self.log(f"importing only the new layers failed ({str(exc)[-300:]}); importing all of {ref}")
+                raise images.NeedFullImport(ref) from exc
+            finally:
+                archive.unlink(missing_ok=True)
             self.log(f"{kept} new layer(s) of {ref}")
         except images.NeedFullImport:
             with self._docker_save(ref) as stream:
