@@ -72,6 +72,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def stop_process(proc: subprocess.Popen | None, pid: int, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL after grace_s: a child by its handle, else (started by another
+    process, e.g. `up`) by its recorded PID."""
+    if proc is None:
+        _kill_pid(pid, grace_s)
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def _verify(folder: Path, binaries: tuple[str, ...]) -> bool:
     sums = folder / "SHA256SUMS"
     if not sums.is_file():
@@ -264,15 +278,7 @@ class Cluster:
         proc = self._procs.pop(name, None)
         if pid is None:
             return
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        else:  # started by another process (`up`): signal it by its recorded PID
-            _kill_pid(pid, grace_s)
+        stop_process(proc, pid, grace_s)
         self._save()
 
     # ---- operations for tests ----

@@ -36,8 +36,8 @@ import urllib.request
 from pathlib import Path
 
 from shared.devtools import k8s_node_images as images
-from shared.devtools.k8s_cluster import (K8S_VERSION, Cluster, ClusterError, _kill_pid, _pid_alive, _sha256,
-                                         cache_root, cached_build, free_port)
+from shared.devtools.k8s_cluster import (K8S_VERSION, Cluster, ClusterError, _pid_alive, _sha256, cache_root,
+                                         cached_build, free_port, stop_process)
 
 _REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = _REPO / "deploy" / "k8s-dev" / "build-kubelet.sh"
@@ -406,17 +406,7 @@ state = "{self.folder / 'containerd-state'}"
                 raise ClusterError(f"{name} exited ({proc.returncode}):\n{tail}")
 
     def _terminate(self, name: str, grace_s: float = 20.0) -> None:
-        pid = self.pids.pop(name)
-        proc = self._procs.pop(name, None)
-        if proc is None:
-            _kill_pid(pid, grace_s)
-            return
-        proc.terminate()
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(self._procs.pop(name, None), self.pids.pop(name), grace_s)
 
     def pod_log(self, namespace: str, pod: str, container: str) -> str:
         """A container's log as the kubelet wrote it (the node has no address for `kubectl logs`)."""
