@@ -29,12 +29,12 @@ from shared.clock import Clock
 from shared.errors import FerryError, MalformedMessage, ValidationFailed
 from shared.metrics import CONSUMED, DEAD_LETTERED, PUBLISHED
 from shared.retry import BackoffPolicy
+from shared.plain import has_plain_fields, new, set_attr
 from shared.wire import codec
 
-_ENVELOPE_PLAIN = codec.plain_construction(events.Envelope) and \
-    events.Envelope.__dataclass_fields__["schema_version"].default == 1
-_new = object.__new__
-_set_attr = object.__setattr__
+_ENVELOPE_PLAIN = has_plain_fields(events.Envelope, ("event", "event_id", "key", "sequence", "producer",
+                                                      "timestamp_ms", "schema_version")) \
+    and events.Envelope.__dataclass_fields__["schema_version"].default == 1
 
 Handler = Callable[[events.Envelope, Record], Awaitable[None]]
 
@@ -70,8 +70,8 @@ class EventPublisher:
             producer = producers.get(topic)
             if producer is None:
                 producer = producers[topic] = f"{self.producer}@{topic}"
-            envelope = _new(events.Envelope)
-            _set_attr(envelope, "__dict__", {
+            envelope = new(events.Envelope)
+            set_attr(envelope, "__dict__", {
                 "event": event, "event_id": raw[32 * i:32 * i + 32], "key": key, "sequence": seq,
                 "producer": producer, "timestamp_ms": now, "schema_version": 1})
             out.append(envelope)

@@ -18,7 +18,7 @@ import asyncio
 import functools
 import ssl
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -35,7 +35,7 @@ from aiokafka.errors import (ClusterAuthorizationFailedError, CommitFailedError,
 from shared.bus.port import RECORD_OVERHEAD_BYTES, OnAssign, Record, TopicPartition, check_record_size
 from shared.errors import ConfigurationError, RecordTooLarge, TransientError
 from shared.topics import TopicSpec
-from shared.wire.codec import plain_construction
+from shared.plain import has_plain_fields, new, set_attr
 
 
 _AUTHORIZATION_FAILED = (ClusterAuthorizationFailedError, TopicAuthorizationFailedError,
@@ -319,10 +319,7 @@ class _SeekOnAssign(ConsumerRebalanceListener):
             self.consumer.seek(KafkaTopicPartition(tp.topic, tp.partition), offset)
 
 
-_RECORD_PLAIN = plain_construction(Record) and [f.name for f in fields(Record)] == [
-    "topic", "partition", "offset", "key", "value", "timestamp_ms"]
-_new = object.__new__
-_set_attr = object.__setattr__
+_RECORD_PLAIN = has_plain_fields(Record, ("topic", "partition", "offset", "key", "value", "timestamp_ms"))
 
 
 class KafkaConsumer:
@@ -382,8 +379,8 @@ class KafkaConsumer:
         out = []
         for tp in ordered:
             for m in batches[tp]:
-                record = _new(Record)
-                _set_attr(record, "__dict__", {"topic": m.topic, "partition": m.partition, "offset": m.offset,
+                record = new(Record)
+                set_attr(record, "__dict__", {"topic": m.topic, "partition": m.partition, "offset": m.offset,
                                                "key": m.key, "value": m.value, "timestamp_ms": m.timestamp})
                 out.append(record)
         return out

@@ -30,6 +30,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from shared import events
+from shared.plain import plain_construction
 from shared.errors import MalformedMessage
 from shared.wire.pb import dead_letter_pb2, envelope_pb2, flow_pb2, round_pb2, task_pb2
 
@@ -182,15 +183,6 @@ def _scalar_type(fd: FieldDescriptor) -> type | None:
     if fd.cpp_type == _FD.CPPTYPE_STRING:
         return bytes if fd.type == _FD.TYPE_BYTES else str
     return _PY_SCALARS.get(fd.cpp_type)
-
-
-def plain_construction(cls: type) -> bool:
-    """Whether filling __dict__ directly builds the same object as cls(**fields) would:
-    a dataclass whose __init__ only stores its fields (no __post_init__, no slots, no __new__)."""
-    params = getattr(cls, "__dataclass_params__", None)
-    return (params is not None and params.init and not hasattr(cls, "__post_init__")
-            and "__slots__" not in cls.__dict__ and cls.__new__ is object.__new__
-            and all(f.init and f._field_type is dataclasses._FIELD for f in dataclasses.fields(cls)))
 
 
 def _enum_converter(hint: type, optional: bool):

@@ -7,19 +7,14 @@ new MonitorState, sharing every untouched entry with the old one.
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 from services.monitor.core.effects import Effect
 from services.monitor.core.state import Flow, MonitorState, Outcome, Record, Task, evolve
 from shared.events import EntityKind, Envelope, StateChanged, Status
-from shared.wire.codec import plain_construction
+from shared.plain import has_plain_fields, new, set_attr
 
-
-_PLAIN_STATE_CHANGED = plain_construction(StateChanged) and [f.name for f in fields(StateChanged)] == [
+_PLAIN_STATE_CHANGED = has_plain_fields(StateChanged, (
     "entity", "entity_id", "flow_id", "task_id", "from_status", "to_status", "attempt", "cause_event_id",
-    "cause_type", "reason", "at_ms"]
-_new = object.__new__
-_set = object.__setattr__
+    "cause_type", "reason", "at_ms"))
 
 
 class Draft:
@@ -70,11 +65,11 @@ class Draft:
             return
         # StateChanged(...) as its frozen __init__ builds it, without a setattr per field: one
         # or more per event folded.
-        changed = _new(StateChanged)
-        _set(changed, "__dict__", {
+        changed = new(StateChanged)
+        set_attr(changed, "__dict__", {
             "entity": entity, "entity_id": entity_id, "flow_id": flow_id, "task_id": task_id,
             "from_status": from_status, "to_status": to_status, "attempt": attempt,
-            "cause_event_id": env.event_id, "cause_type": type(env.event).__name__, "reason": reason,
+            "cause_event_id": env.event_id, "cause_type": env.type_name, "reason": reason,
             "at_ms": env.timestamp_ms})
         self.effects.append(changed)
 
