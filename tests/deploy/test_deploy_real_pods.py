@@ -225,7 +225,10 @@ def deployed(k8s_cluster, k8s_real_node, kafka_bootstrap, kafka_tls_dir, tmp_pat
     ports = {service: free_port() for service in SERVICES}
     settings = {"FERRY_KAFKA__BOOTSTRAP": kafka_bootstrap, "FERRY_HTTP__HOST": "127.0.0.1",
                 "FERRY_SCHEDULER__NAMESPACE": namespace, "FERRY_SCHEDULER__EXECUTOR_IMAGE": "ferry:latest",
-                "FERRY_SCHEDULER__EXECUTOR_HOST_NETWORK": "true"}
+                "FERRY_SCHEDULER__EXECUTOR_HOST_NETWORK": "true",
+                # Six executors importing torch on a shared 2-core machine under load averages of 20+
+                # went a minute without a heartbeat and were declared lost (and retried) mid-flow.
+                "FERRY_MONITOR__EXECUTOR_LOST_AFTER_S": "300"}
     overlay = _overlay(folder / "overlay", namespace, settings, _registry(party_namespaces, data, state), ports,
                        k8s_cluster.state.server, kafka_tls_dir)
     monitor = httpx.Client(base_url=f"http://127.0.0.1:{ports['monitor']}", timeout=10)
