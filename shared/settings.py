@@ -95,6 +95,10 @@ class SchedulerGroup(BaseModel):
     executor_kafka_tls_secret: str = Field(
         "ferry-kafka-party", description="kubernetes runner: the Secret in each party's namespace holding "
                                          "ca.crt, tls.crt and tls.key of a Kafka certificate of role party")
+    executor_host_network: bool = Field(
+        False, description="DEVELOPMENT ONLY: kubernetes runner: executor Pods share their node's network "
+                           "(hostNetwork), for a dev cluster whose broker listens on the node's 127.0.0.1; "
+                           "Pods lose their network isolation, so the scheduler warns at start")
     adopt_poll_s: float = Field(0.5, description="local runner: how often the liveness of an executor "
                                                  "adopted from an earlier scheduler is checked")
     max_running_per_party: int = Field(0, description="executors running at once for one party (0: no limit); "

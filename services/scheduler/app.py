@@ -236,7 +236,12 @@ def _kubernetes(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerSer
     sched = settings.scheduler
     credentials = PartyCredentials(sched.executor_identity_secret, sched.executor_key_registry,
                                    "" if settings.kafka.insecure_plaintext else sched.executor_kafka_tls_secret)
-    job_settings = JobSettings(env=tuple(sorted(env.items())), credentials=credentials)
+    if sched.executor_host_network:
+        structlog.get_logger("ferry.scheduler").warning(
+            "scheduler.INSECURE_host_network", detail="FERRY_SCHEDULER__EXECUTOR_HOST_NETWORK: executor Pods share "
+            "their node's network namespace; development clusters only")
+    job_settings = JobSettings(env=tuple(sorted(env.items())), credentials=credentials,
+                               host_network=sched.executor_host_network)
     def node_of(party: str) -> str:  # a party's placement: its namespace and node selector
         node = registry.node_for(party)
         return f"{node.namespace}/{sorted(node.node_selector.items())}"

@@ -28,9 +28,9 @@ FORBIDDEN = [("", "secrets", ""), ("", "configmaps", ""), ("", "pods", "exec"), 
              ("", "namespaces", ""), ("", "nodes", "")]
 
 
-def kubectl(cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def kubectl(cluster, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([str(cluster.bin / "kubectl"), f"--kubeconfig={cluster.state.kubeconfig}", *args],
-                          capture_output=True, text=True, timeout=120, check=check, cwd=ROOT)
+                          capture_output=True, text=True, timeout=timeout, check=check, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")

@@ -125,6 +125,28 @@ def executor_pids(flow_id: str) -> dict[str, int]:
     return {e.algo_task_id: e.pid for e in live_executors() if e.flow_id == flow_id}
 
 
+def publish_flow(bootstrap: str, document: Mapping[str, Any] | str, flow_id: str, client_id: str = "e2e-test"):
+    """Submit a flow document the way an upstream producer does: a FlowSubmitted on the flows topic."""
+    from services.splitter.core.flow_document import parse_flow_document
+    from shared import topics
+    from shared.bus.kafka import KafkaBus, KafkaSettings
+    from shared.clock import SystemClock
+    from shared.messaging import EventPublisher
+
+    flow = parse_flow_document(document, default_flow_id=flow_id)
+
+    async def publish() -> None:
+        bus = KafkaBus(KafkaSettings(bootstrap=bootstrap, client_id=client_id))
+        await bus.start()
+        try:
+            await EventPublisher(bus, client_id, SystemClock()).publish(topics.FLOWS.name, flow.flow_id, flow)
+        finally:
+            await bus.stop()
+
+    asyncio.run(publish())
+    return flow
+
+
 def platform_fixture(label: str, *, env: Mapping[str, str] | None = None, clean_exit: bool = True):
     """A module-scoped `platform` fixture: one set of services per test module, stopped at its end
     (and, with clean_exit, every service must exit 0). Pair it with the `work_dir` fixture of
@@ -235,24 +257,7 @@ class Platform:
     # -- flows -----------------------------------------------------------------------------------------
 
     def submit(self, document: Mapping[str, Any] | str, flow_id: str):
-        from services.splitter.core.flow_document import parse_flow_document
-
-        flow = parse_flow_document(document, default_flow_id=flow_id)
-        asyncio.run(self._publish(flow))
-        return flow
-
-    async def _publish(self, flow) -> None:
-        from shared import topics
-        from shared.bus.kafka import KafkaBus, KafkaSettings
-        from shared.clock import SystemClock
-        from shared.messaging import EventPublisher
-
-        bus = KafkaBus(KafkaSettings(bootstrap=self.bootstrap, client_id="e2e-test"))
-        await bus.start()
-        try:
-            await EventPublisher(bus, "e2e-test", SystemClock()).publish(topics.FLOWS.name, flow.flow_id, flow)
-        finally:
-            await bus.stop()
+        return publish_flow(self.bootstrap, document, flow_id)
 
     # -- the monitor's API -----------------------------------------------------------------------------
 

@@ -152,6 +152,11 @@ def test_settings_cannot_override_the_executor_contract():
     assert values["FERRY_EXECUTOR__DATA_DIR"] == "/var/lib/ferry/data"
 
 
+def test_executor_pods_join_the_nodes_network_only_when_the_development_setting_asks():
+    assert "hostNetwork" not in build()["spec"]["template"]["spec"]
+    assert build(settings=JobSettings(host_network=True))["spec"]["template"]["spec"]["hostNetwork"] is True
+
+
 def test_the_manifest_shares_nothing_mutable_with_the_registry():
     before = copy.deepcopy(REGISTRY.node_for("hospital-a"))
     manifest = build()

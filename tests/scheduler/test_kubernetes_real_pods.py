@@ -45,15 +45,18 @@ class HostNetworkRunner(KubernetesRunner):
         return manifest
 
 
-async def _party_credentials(core: k8s.CoreV1Api, namespace: str, tls_dir: Path) -> None:
-    """What an operator provisions in a party's namespace (docs/keys.md, "On Kubernetes")."""
-    identity = Identity.generate(PARTY)
+async def party_credentials(core: k8s.CoreV1Api, namespace: str, tls_dir: Path, party: str = PARTY,
+                            federation: dict[str, Identity] | None = None) -> None:
+    """What an operator provisions in a party's namespace (docs/keys.md, "On Kubernetes"): its
+    identity, the federation's pinned keys (`federation`: every party's identity) and its Kafka
+    certificate."""
+    federation = federation or {party: Identity.generate(party)}
     await core.create_namespaced_secret(namespace, {
-        "metadata": {"name": f"ferry-identity-{PARTY}"},
-        "stringData": {"identity.key": key_to_pem(identity.private).decode()}})
+        "metadata": {"name": f"ferry-identity-{party}"},
+        "stringData": {"identity.key": key_to_pem(federation[party].private).decode()}})
     await core.create_namespaced_config_map(namespace, {
         "metadata": {"name": "ferry-keys"},
-        "data": {"keys.yaml": yaml.safe_dump(registry_document({PARTY: identity.public}))}})
+        "data": {"keys.yaml": yaml.safe_dump(registry_document({p: i.public for p, i in federation.items()}))}})
     await core.create_namespaced_secret(namespace, {
         "metadata": {"name": "ferry-kafka-party"},
         "stringData": {"ca.crt": (tls_dir / "ca.crt").read_text(), "tls.crt": (tls_dir / "party.crt").read_text(),
@@ -73,7 +76,7 @@ def _party_store(folder: Path) -> Path:
 @pytest.fixture
 async def party(k8s_real_node, k8s_admin, k8s_namespaces, kafka_bootstrap, kafka_tls_dir, tmp_path):
     (namespace,) = await k8s_namespaces(PARTY)
-    await _party_credentials(k8s.CoreV1Api(k8s_admin), namespace, kafka_tls_dir)
+    await party_credentials(k8s.CoreV1Api(k8s_admin), namespace, kafka_tls_dir)
     await create_catalogue_topics(kafka_bootstrap)
     store = _party_store(tmp_path / "store")
     registry = parse_node_registry({"parties": {PARTY: {

@@ -116,6 +116,7 @@ class JobSettings:
     ttl_seconds_after_finished: int = 86_400  # long enough to read a failed executor's logs
     termination_grace_period_s: int = 300  # SIGTERM -> finish the step, checkpoint, exit 143
     image_pull_policy: str = "IfNotPresent"
+    host_network: bool = False  # development only (FERRY_SCHEDULER__EXECUTOR_HOST_NETWORK): a broker on 127.0.0.1
 
 
 def job_labels(spec: AlgorithmTaskSpec) -> dict[str, str]:
@@ -171,6 +172,8 @@ def build_job_manifest(spec: AlgorithmTaskSpec, node: PartyNode, image: str,
                             "fsGroup": EXECUTOR_UID, "fsGroupChangePolicy": "OnRootMismatch"},
         "containers": [container], "volumes": volumes,
     }
+    if settings.host_network:
+        pod["hostNetwork"] = True
     if node.node_selector:
         pod["nodeSelector"] = dict(node.node_selector)
     if node.node_affinity:
