@@ -1,13 +1,23 @@
 """Per-party CPU limits for the local runner: the Linux CPU controller, as Kubernetes uses it.
 
 On Kubernetes a party's node registry entry sets `resources.limits.cpu` and the
-kubelet enforces it with a CFS bandwidth quota on the pod's cgroup. The local
-runner does the same for FERRY_SCHEDULER__LOCAL_CPU_LIMITS (party -> Kubernetes
-CPU quantity, "250m" or "0.25"): each limited executor gets a child cgroup of
-the scheduler's own, <cpu controller>/<scheduler's cgroup>/ferry/<job>, whose
-quota is cores x period, and the executor's process is moved into it right
-after it starts (all its threads with it; a few milliseconds of its start-up
-run unlimited). The group is removed when the executor ends.
+kubelet enforces it on the pod's cgroup. The local runner does the same for
+FERRY_SCHEDULER__LOCAL_CPU_LIMITS (party -> Kubernetes CPU quantity, "250m" or
+"0.25"), as the kubelet does for a pod whose requests equal its limits
+(Kubernetes' Guaranteed class): a CFS bandwidth quota of cores x period (the
+ceiling, when the machine is idle) and a CPU weight of cores x 1024 shares (the
+proportion, when it is contended: without it a 0.5-CPU and a 0.1-CPU executor on
+a machine with twenty runnable processes would both get the same tenth of a
+core). Each limited executor gets a cgroup of its own, and its process is moved
+into it right after it starts (all its threads with it; a few milliseconds of
+its start-up run unlimited). The group is removed when the executor ends.
+
+cgroup v1: the group is <cpu mount>/<scheduler's cgroup>/ferry-<job>, a sibling
+of the scheduler's own processes, so its weight counts against theirs and the
+other processes' of the machine (a shared parent would make all executors
+together weigh as one process). cgroup v2 forbids processes next to child
+groups, so there the groups live under <scheduler's cgroup>/ferry, whose
+weight is kept at the sum of its children's.
 
 Either hierarchy works: cgroup v1 (a `cpu` controller mount, cpu.cfs_quota_us)
 or cgroup v2 (a cgroup2 mount whose cgroup.controllers lists cpu, cpu.max).
@@ -30,6 +40,8 @@ from shared.errors import ConfigurationError
 SETTING = "FERRY_SCHEDULER__LOCAL_CPU_LIMITS"
 PERIOD_US = 100_000  # the kernel's and the kubelet's default CFS period
 MIN_QUOTA_US = 1_000  # the kernel refuses quotas under 1 ms
+SHARES_PER_CPU = 1024  # cgroup v1 cpu.shares of one CPU, as the kubelet converts millicores
+MIN_SHARES, MAX_SHARES = 2, 262_144
 _CPU_QUANTITY = re.compile(r"^(\d+(\.\d*)?|\.\d+)(m?)$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -108,6 +120,11 @@ def find_hierarchy(mountinfo: str | None = None, proc_cgroup: str | None = None)
                               "the scheduler where /sys/fs/cgroup has one")
 
 
+def v2_weight(shares: int) -> int:
+    """cgroup v2 cpu.weight (1..10000) of v1 cpu.shares (2..262144): the OCI runtimes' conversion."""
+    return 1 + ((shares - MIN_SHARES) * 9999) // (MAX_SHARES - MIN_SHARES)
+
+
 class CpuLimiter:
     """Moves executor processes into CPU-limited cgroups and removes the groups afterwards."""
 
@@ -128,28 +145,36 @@ class CpuLimiter:
                                    f"{self._hierarchy.base} (root, or a delegated cgroup)")
 
     def _parent(self) -> Path:
-        parent = self._hierarchy.base / "ferry"
+        """Where the executors' groups go: the scheduler's own group (v1), or a `ferry` child (v2)."""
+        base = self._hierarchy.base
+        if self._hierarchy.version == 1:
+            if not base.is_dir() or not (base / "cpu.cfs_quota_us").exists():
+                raise self._fail(f"use the cgroup {base}", FileNotFoundError("no CPU controller files there"))
+            return base
+        parent = base / "ferry"
         try:
             parent.mkdir(exist_ok=True)
-            if self._hierarchy.version == 2:  # children of a v2 group get cpu only when its parent hands it down
-                for group in (self._hierarchy.base, parent):
-                    if "cpu" not in (group / "cgroup.subtree_control").read_text().split():
-                        (group / "cgroup.subtree_control").write_text("+cpu")
+            for group in (base, parent):  # children of a v2 group get cpu only when their parent hands it down
+                if "cpu" not in (group / "cgroup.subtree_control").read_text().split():
+                    (group / "cgroup.subtree_control").write_text("+cpu")
         except OSError as e:
             raise self._fail(f"prepare the cgroup {parent}", e) from None
         return parent
 
     def confine(self, name: str, pid: int, cores: float) -> Path:
-        """Put process `pid` (the job `name`) under a quota of `cores` CPUs; returns its cgroup."""
-        group = self._parent() / _SAFE_NAME.sub("_", name)
+        """Put process `pid` (the job `name`) under `cores` CPUs (quota and weight); returns its cgroup."""
+        group = self._parent() / f"ferry-{_SAFE_NAME.sub('_', name)}"
         quota = max(MIN_QUOTA_US, round(cores * PERIOD_US))
+        shares = min(MAX_SHARES, max(MIN_SHARES, round(cores * SHARES_PER_CPU)))
         try:
             group.mkdir(exist_ok=True)
             if self._hierarchy.version == 1:
                 (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
                 (group / "cpu.cfs_quota_us").write_text(str(quota))
+                (group / "cpu.shares").write_text(str(shares))
             else:
                 (group / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+                (group / "cpu.weight").write_text(str(v2_weight(shares)))
             (group / "cgroup.procs").write_text(str(pid))
         except ProcessLookupError:  # it ended already: nothing left to limit
             self._remove(group)
@@ -158,13 +183,25 @@ class CpuLimiter:
             self._remove(group)
             raise self._fail(f"limit job {name} to {cores} CPUs in {group}", e) from None
         self._groups[name] = group
-        log.info("cpu_limited", job=name, pid=pid, cores=cores, cgroup=str(group))
+        self._reweigh_parent()
+        log.info("cpu_limited", job=name, pid=pid, cores=cores, shares=shares, cgroup=str(group))
         return group
+
+    def _reweigh_parent(self) -> None:
+        """v2: the `ferry` group weighs what its executors would weigh as siblings of other processes."""
+        if self._hierarchy.version != 2:
+            return
+        try:
+            total = sum(int((g / "cpu.weight").read_text()) for g in self._groups.values())
+            (self._hierarchy.base / "ferry" / "cpu.weight").write_text(str(min(10_000, max(1, total))))
+        except OSError as e:
+            log.warning("cpu_weight_not_set", error=str(e))
 
     def release(self, name: str) -> None:
         group = self._groups.pop(name, None)
         if group is not None:
             self._remove(group)
+            self._reweigh_parent()
 
     def close(self) -> None:
         for name in list(self._groups):
