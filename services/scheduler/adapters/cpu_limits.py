@@ -132,6 +132,7 @@ class CpuLimiter:
         self.limits = dict(limits)
         self._hierarchy = hierarchy
         self._groups: dict[str, Path] = {}
+        self._leftover: set[Path] = set()  # groups whose rmdir failed: a process of the job still ran
         if self.limits:
             self._hierarchy = hierarchy or find_hierarchy()
             self._parent()  # fail at start, not at the first limited launch
@@ -202,17 +203,26 @@ class CpuLimiter:
         if group is not None:
             self._remove(group)
             self._reweigh_parent()
+        for left in list(self._leftover):  # retried at every release: their last processes may be gone now
+            self._remove(left, again=True)
 
     def close(self) -> None:
         for name in list(self._groups):
             self.release(name)
 
-    @staticmethod
-    def _remove(group: Path) -> None:
+    def _remove(self, group: Path, again: bool = False) -> None:
         try:
             group.rmdir()  # a cgroup directory goes with rmdir once its processes are gone
         except FileNotFoundError:
             pass
         except OSError as e:
-            log.warning("cpu_cgroup_not_removed", cgroup=str(group), error=str(e))
+            if not again:
+                try:
+                    left = (group / "cgroup.procs").read_text().split()
+                except OSError:
+                    left = []
+                log.warning("cpu_cgroup_not_removed_yet", cgroup=str(group), error=str(e), pids=left)
+            self._leftover.add(group)
+            return
+        self._leftover.discard(group)
 
