@@ -107,3 +107,36 @@ async def test_a_limited_executor_is_throttled_to_its_quota_and_its_cgroup_goes_
         await asyncio.wait_for(handle.wait(), 30)
         await launcher.close()
     assert not group.exists()  # the executor's cgroup is removed with it
+
+
+def _fake_v2(tmp_path: Path) -> _Hierarchy:
+    """A cgroup v2 tree as plain files (the kernel's would create a group's files on mkdir)."""
+    base = tmp_path / "sched"
+    (base / "ferry").mkdir(parents=True)
+    for group in (base, base / "ferry"):
+        (group / "cgroup.subtree_control").write_text("")
+    return _Hierarchy(2, base)
+
+
+def test_v2_groups_get_quota_weight_and_the_process_and_the_parent_weighs_its_children(tmp_path):
+    limiter = CpuLimiter({"fast": 0.5, "slow": 0.1}, _fake_v2(tmp_path))
+    parent = tmp_path / "sched" / "ferry"
+    assert (tmp_path / "sched" / "cgroup.subtree_control").read_text() == "+cpu"  # handed down to children
+    fast = limiter.confine("job/fast", 101, limiter.cores_for("fast"))
+    slow = limiter.confine("job/slow", 102, limiter.cores_for("slow"))
+    assert fast == parent / "ferry-job_fast"
+    assert (fast / "cpu.max").read_text() == "50000 100000" and (slow / "cpu.max").read_text() == "10000 100000"
+    assert (slow / "cgroup.procs").read_text() == "102"
+    assert int((parent / "cpu.weight").read_text()) == v2_weight(512) + v2_weight(102)
+
+
+def test_a_group_that_cannot_be_removed_yet_is_retried_at_the_next_release(tmp_path):
+    limiter = CpuLimiter({"a": 0.5}, _fake_v2(tmp_path))
+    first = limiter.confine("first", 101, 0.5)
+    second = limiter.confine("second", 102, 0.5)
+    limiter.release("first")  # its files stand for a process still in it: rmdir fails
+    assert first.exists()
+    for f in [*first.iterdir(), *second.iterdir()]:
+        f.unlink()  # the process ended
+    limiter.release("second")
+    assert not first.exists() and not second.exists()
