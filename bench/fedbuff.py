@@ -95,12 +95,12 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one repeat of 2 sync rounds; writes only with --out")
-    ap.add_argument("--repeats", type=int, default=None, help="sync+async pairs (default 2; 1 with --quick)")
+    ap.add_argument("--repeats", type=int, default=None, help="sync+async pairs (default 3; 1 with --quick)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     out = Path(args.out) if args.out else (None if args.quick else OUT)
     sync_rounds = 2 if args.quick else 10
-    repeats = args.repeats or (1 if args.quick else 2)
+    repeats = args.repeats or (1 if args.quick else 3)
 
     from shared.devtools.kafka_broker import start_broker, stop_broker
     from tests.e2e.platform import Platform
