@@ -33,7 +33,8 @@ platform; each flow is read back from the monitor's per-round history:
               instead: async_speedup_from_start. Null when async never reached the target.
   slow_party_train_ratio   hospital-c's median local-training seconds over the slower fast
               party's, in the sync runs: how much slower its node really was (the quota is a
-              ceiling: on a loaded machine the weights keep the proportion, roughly)
+              ceiling: on a loaded machine the fast parties may get less than their 500m while
+              hospital-c stays held to its 100m, and the ratio falls below 5)
 
 Load averages are recorded before and after each flow: the machine is shared and the
 times are upper bounds. Writes bench/results/fedbuff.json (top-level `async_speedup`,

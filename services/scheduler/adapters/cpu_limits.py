@@ -6,9 +6,10 @@ FERRY_SCHEDULER__LOCAL_CPU_LIMITS (party -> Kubernetes CPU quantity, "250m" or
 "0.25"), as the kubelet does for a pod whose requests equal its limits
 (Kubernetes' Guaranteed class): a CFS bandwidth quota of cores x period (the
 ceiling, when the machine is idle) and a CPU weight of cores x 1024 shares (the
-proportion, when it is contended: without it a 0.5-CPU and a 0.1-CPU executor on
-a machine with twenty runnable processes would both get the same tenth of a
-core). Each limited executor gets a cgroup of its own, and its process is moved
+order, when it is contended: without it a 0.5-CPU and a 0.1-CPU executor on a
+machine with twenty runnable processes would both get the same tenth of a
+core). A limit is not a guarantee: on a loaded machine a 0.5-CPU executor may
+get less than 0.5 while a 0.1-CPU one stays held to 0.1. Each limited executor gets a cgroup of its own, and its process is moved
 into it right after it starts (all its threads with it; a few milliseconds of
 its start-up run unlimited). The group is removed when the executor ends.
 
