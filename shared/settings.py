@@ -105,6 +105,12 @@ class SchedulerGroup(BaseModel):
                                                       "further ones wait QUEUED in the scheduler")
     max_running_per_node: int = Field(0, description="executors running at once on one data node, all "
                                                      "parties together (0: no limit)")
+    local_cpu_limits: dict[str, str | float] = Field(
+        default_factory=dict, description="local runner: party -> CPU limit as a Kubernetes quantity ('250m', "
+                                          "'0.5'), what resources.limits.cpu in the node registry sets on "
+                                          "Kubernetes; enforced with a cgroup CPU quota per executor, and the "
+                                          "scheduler refuses to start where cgroups cannot enforce it "
+                                          "(services/scheduler/adapters/cpu_limits.py)")
 
 
 class MonitorGroup(BaseModel):

@@ -201,7 +201,12 @@ def build(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
         from services.scheduler.adapters.zygote import Zygote
 
         zygote = Zygote(env=base_env)
-    launcher = LeasingLauncher(LocalProcessLauncher(work_dir, base_env, zygote), work_dir,
+    cpu = None
+    if settings.scheduler.local_cpu_limits:
+        from services.scheduler.adapters.cpu_limits import CpuLimiter, parse_cpu_limits
+
+        cpu = CpuLimiter(parse_cpu_limits(settings.scheduler.local_cpu_limits))
+    launcher = LeasingLauncher(LocalProcessLauncher(work_dir, base_env, zygote, cpu), work_dir,
                                settings.scheduler.adopt_poll_s)
     return SchedulerService(bus, clock, _gated(settings, clock, lambda observe: SupervisedRunner(
         launcher, observe, clock)), settings.retry.policy())

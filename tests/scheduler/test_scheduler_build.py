@@ -7,6 +7,7 @@ import pytest
 from services.scheduler.app import build
 from shared.bus.memory import InMemoryBus
 from shared.clock import ManualClock
+from shared.errors import ConfigurationError
 from shared.settings import FerrySettings
 
 
@@ -29,3 +30,13 @@ def test_kubernetes_runner_is_built_from_the_registry(monkeypatch, tmp_path):
 def test_local_runner_by_default(monkeypatch, tmp_path):
     monkeypatch.setenv("FERRY_SCHEDULER__WORK_DIR", str(tmp_path))
     assert build(FerrySettings(), InMemoryBus(), ManualClock()).runner.name == "local"
+
+
+def test_local_cpu_limits_are_read_from_the_environment_and_a_bad_one_stops_the_start(monkeypatch, tmp_path):
+    monkeypatch.setenv("FERRY_SCHEDULER__WORK_DIR", str(tmp_path))
+    monkeypatch.setenv("FERRY_SCHEDULER__LOCAL_CPU_LIMITS", '{"hospital-c": "two cores"}')
+    with pytest.raises(ConfigurationError, match=r"FERRY_SCHEDULER__LOCAL_CPU_LIMITS\[hospital-c\].*'two cores'"):
+        build(FerrySettings(), InMemoryBus(), ManualClock())
+    monkeypatch.setenv("FERRY_SCHEDULER__LOCAL_CPU_LIMITS", '{"hospital-c": "100m", "hospital-a": 0.5}')
+    assert FerrySettings().scheduler.local_cpu_limits == {"hospital-c": "100m", "hospital-a": 0.5}
+    assert build(FerrySettings(), InMemoryBus(), ManualClock()).runner.name == "local"  # this machine has cgroups

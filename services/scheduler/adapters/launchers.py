@@ -21,6 +21,7 @@ from shared.events import AlgorithmTaskSpec
 from shared.wire.codec import spec_to_text
 
 if TYPE_CHECKING:
+    from services.scheduler.adapters.cpu_limits import CpuLimiter
     from services.scheduler.adapters.zygote import Zygote
 
 
@@ -50,16 +51,20 @@ def party_dirs(work_dir: Path, party: str) -> dict[str, Path]:
 
 
 class _ProcessHandle:
-    def __init__(self, process: asyncio.subprocess.Process, log_path: Path):
+    def __init__(self, process: asyncio.subprocess.Process, log_path: Path,
+                 on_exit: Callable[[], None] = lambda: None):
         self._process = process
         self._log_path = log_path
+        self._on_exit = on_exit  # e.g. remove the executor's CPU-limit cgroup
 
     @property
     def pid(self) -> int:
         return self._process.pid
 
     async def wait(self) -> int:
-        return await self._process.wait()
+        code = await self._process.wait()
+        self._on_exit()
+        return code
 
     def terminate(self) -> None:
         if self._process.returncode is None:
@@ -85,14 +90,18 @@ def log_diagnostics(log_path) -> str:
 class LocalProcessLauncher:
     name = "local"
 
-    def __init__(self, work_dir: Path, base_env: dict[str, str], zygote: "Zygote | None" = None):
+    def __init__(self, work_dir: Path, base_env: dict[str, str], zygote: "Zygote | None" = None,
+                 cpu: "CpuLimiter | None" = None):
         self._work_dir = work_dir
         self._base_env = base_env
         self._zygote = zygote  # fork executors from a pre-imported interpreter (adapters/zygote.py)
+        self._cpu = cpu        # per-party CPU limits (adapters/cpu_limits.py)
 
     async def close(self) -> None:
         if self._zygote is not None:
             await self._zygote.close()
+        if self._cpu is not None:
+            self._cpu.close()
 
     async def launch(self, spec: AlgorithmTaskSpec, name: str,
                      extra_env: dict[str, str] | None = None) -> _ProcessHandle:
@@ -107,12 +116,23 @@ class LocalProcessLauncher:
                "FERRY_EXECUTOR__ARTIFACTS_DIR": str(dirs["artifacts"]), **(extra_env or {})}
         log_path = log_dir / f"{name}.log"
         if self._zygote is not None:
-            return _ProcessHandle(await self._zygote.spawn(env, log_path), log_path)
-        with open(log_path, "ab") as log_file:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "services.executor", env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file, stderr=log_file, start_new_session=True)
-        return _ProcessHandle(process, log_path)
+            process = await self._zygote.spawn(env, log_path)
+        else:
+            with open(log_path, "ab") as log_file:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "services.executor", env=env, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log_file, stderr=log_file, start_new_session=True)
+        handle = _ProcessHandle(process, log_path)
+        cores = self._cpu.cores_for(spec.party) if self._cpu is not None else None
+        if cores is not None:
+            try:
+                self._cpu.confine(name, process.pid, cores)
+            except Exception:
+                handle.kill()  # an executor must not run unlimited when its party has a limit
+                await process.wait()
+                raise
+            handle = _ProcessHandle(process, log_path, lambda: self._cpu.release(name))
+        return handle
 
     def _identity_env(self, spec: AlgorithmTaskSpec) -> dict[str, str]:
         """Development provisioning: unless the operator named a key registry, every party of the

@@ -162,6 +162,9 @@ class LeasingLauncher:
         self.book = LeaseBook(work_dir / "leases")
         self._poll_s = poll_s
 
+    async def close(self) -> None:
+        await self._inner.close()
+
     async def launch(self, spec: AlgorithmTaskSpec, name: str):
         self.book.write(Lease(name, spec))
         handle = await self._inner.launch(spec, name, {LEASE_ENV: str(self.book.path(name))})
