@@ -27,7 +27,7 @@ from services.monitor.api import build_router
 from services.monitor.dashboard.hub import ChangeHub
 from services.monitor.dashboard.routes import build_dashboard_router
 from services.monitor.rounds_api import build_rounds_router
-from services.monitor.core import (CancelSiblings, MonitorState, restore, snapshot_flow, snapshot_task, step,
+from services.monitor.core import (Batch, CancelSiblings, MonitorState, restore, snapshot_flow, snapshot_task,
                                    touched_since)
 from services.monitor.core.effects import Anomaly, CommandRejected, DuplicateDropped
 from services.monitor.core.liveness import lost_executors
@@ -243,7 +243,8 @@ class MonitorService:
 
     def _fold(self, records: list[Record], fold: "_Fold") -> None:
         """step() every record into self.state; what to publish and count, and the ids named."""
-        decode, state = codec.decode, self.state
+        decode, batch = codec.decode, Batch(self.state)  # one new state per chunk, not per event
+        apply = batch.apply
         outbox, transitions, consumed, wire = fold.outbox, fold.transitions, fold.consumed, fold.wire
         for record in records:
             try:
@@ -251,13 +252,13 @@ class MonitorService:
             except MalformedMessage as exc:
                 fold.malformed.append((record, exc))
                 continue
-            state, effects = step(state, envelope)
+            effects = apply(envelope)
             event = envelope.event
             task_id = getattr(event, "task_id", "")
             fold.flow_ids.add(getattr(event, "flow_id", ""))
             fold.task_ids.add(task_id)
             if not effects and task_id:  # parked? (a parked fact emits nothing)
-                task = state.tasks.get(task_id)
+                task = batch.task(task_id)
                 if task is not None and task.parked and task.parked[-1] is envelope:
                     # Its snapshot stores these bytes; only parked envelopes are kept (each kept
                     # one stays alive, so its id is not reused meanwhile), the rest die here.
@@ -277,7 +278,7 @@ class MonitorService:
                     if type(effect) is not DuplicateDropped:
                         self._log.info("monitor.not_applied", effect=type(effect).__name__,
                                        reason=getattr(effect, "reason", ""), event_id=envelope.event_id)
-        self.state = state
+        self.state = batch.commit()
 
     def _envelopes(self, outbox: list[tuple[str, str, object]]) -> list[tuple[str, bytes, bytes]]:
         """The outbox as EventPublisher.publish_many sends it (numbered envelopes, wire bytes)."""
