@@ -117,3 +117,38 @@ async def test_checkpoints_are_bounded_and_a_crash_between_them_refolds_to_the_s
         assert sorted(snapshot_all(restore(store.snapshots()))) == expected
     finally:
         store.close()
+
+
+async def test_what_a_batch_leaves_is_frozen_and_cyclic_garbage_is_still_collected(tmp_path, monkeypatch):
+    """After a batch its entries are frozen out of the collector's reach (not walked by a young
+    collection), and cycles frozen with them are still reclaimed by the next full collection."""
+    import gc
+    import weakref
+
+    monkeypatch.setattr(app, "FULL_COLLECTION_MIN", 10_000)
+    monkeypatch.setattr(app, "_next_full_collection", 0)
+    records = _records()
+    service, _ = await _service(tmp_path)
+
+    class Node:
+        pass
+
+    cycle = Node()
+    cycle.me = cycle
+    gone = weakref.ref(cycle)
+    frozen_before = gc.get_freeze_count()
+    await service.prepare_batch(records[:200])
+    assert gc.get_freeze_count() > frozen_before  # the batch's entries went out of the collector's reach
+    del cycle  # now garbage that only the cyclic collector can reclaim, frozen with the batch's entries
+    gc.collect()
+    assert gone() is not None  # out of reach of an ordinary collection: waits for the next full one
+    # The next full collection once a few more batches are frozen (the default waits for the
+    # frozen objects, here the whole test process, to double).
+    monkeypatch.setattr(app, "_next_full_collection", gc.get_freeze_count() + 2_000)
+    for i in range(200, len(records), 200):
+        await service.prepare_batch(records[i:i + 200])
+        if gone() is None:
+            break
+    assert gone() is None
+    assert app._next_full_collection >= 2 * gc.get_freeze_count()  # the next one waits for a doubling
+    gc.unfreeze()  # leave the test process's collector as it was

@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.monitor.core import Anomaly, DuplicateDropped, MonitorState, fold
+from services.monitor.core import Anomaly, Batch, DuplicateDropped, MonitorState, fold, step
 from shared.events import FlowRejected, Status, TaskPlanned
 
 from tests.monitor.scenarios import deliver, generate, outcome
@@ -62,3 +62,31 @@ def test_the_generator_covers_every_ending():
         state, _ = _fold(generate(random.Random(seed), flows=3).canonical())
         endings |= {t.status for t in state.tasks.values()}
     assert endings == {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}
+
+
+def _step_by_step(envelopes):
+    state, effects = MonitorState(), []
+    for env in envelopes:
+        state, emitted = step(state, env)
+        effects.append(list(emitted))
+    return state, effects
+
+
+def test_a_batch_folds_exactly_as_one_step_per_event():
+    """Batch (one new state per batch, as the service folds) must give every envelope the very
+    effects, and the batch the very state, that successive step() calls give: parked facts,
+    redeliveries, failures and cancellations included."""
+    for seed in range(40):
+        rng = random.Random(seed)
+        delivery = deliver(rng, generate(rng, flows=3), redeliver=0.2)
+        expected, expected_effects = _step_by_step(delivery)
+        for size in (1, 7, len(delivery)):
+            state, effects = MonitorState(), []
+            for start in range(0, len(delivery), size):
+                batch = Batch(state)
+                effects += [list(batch.apply(env)) for env in delivery[start:start + size]]
+                state = batch.commit()
+            assert effects == expected_effects, (seed, size)
+            assert dict(state.tasks.items()) == dict(expected.tasks.items()), (seed, size)
+            assert dict(state.flows.items()) == dict(expected.flows.items()), (seed, size)
+            assert dict(state.algo_to_task.items()) == dict(expected.algo_to_task.items()), (seed, size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -38,6 +39,18 @@ def test_a_snapshot_round_trips_every_field():
     restored = restore(snapshot_all(state))
     assert restored == state
     assert restored.tasks["t2"].parked == state.tasks["t2"].parked != ()
+
+
+def test_metrics_that_are_not_finite_round_trip():
+    """A diverging model reports a NaN or infinite loss; its snapshot must restore it as such,
+    not as null (which the fast JSON writer would make of it)."""
+    feed = Feed()
+    state, _ = run(feed, [plan(algos=("a1",)), job(JobAction.CREATED, "a1"), seen(Phase.RUNNING, "a1"),
+                          progress(1, "a1", metrics={"loss": float("nan")}),
+                          progress(2, "a1", metrics={"loss": float("inf"), "auc": 0.5})])
+    algo = restore(snapshot_all(state)).tasks["t1"].algos[0]
+    assert math.isinf(algo.metrics["loss"]) and algo.metrics["auc"] == 0.5
+    assert math.isnan(algo.rounds[0].metrics["loss"]) and math.isinf(algo.rounds[1].metrics["loss"])
 
 
 def test_snapshots_are_versioned_json():

@@ -20,7 +20,7 @@ _PLAIN_STATE_CHANGED = has_plain_fields(StateChanged, (
 class Draft:
     __slots__ = ("base", "env", "tasks", "flows", "algo_to_task", "effects", "unsettled_flows")
 
-    def __init__(self, base: MonitorState, env: Envelope):
+    def __init__(self, base: MonitorState, env: Envelope | None):
         self.base = base
         self.env = env  # the cause of every record and effect; swapped while replaying parked facts
         self.tasks: dict[str, Task] = {}
@@ -28,6 +28,14 @@ class Draft:
         self.algo_to_task: dict[str, str] = {}
         self.effects: list[Effect] = []
         self.unsettled_flows: list[str] = []  # flows whose tasks changed status
+
+    def begin(self, env: Envelope) -> None:
+        """Stage the next envelope of a batch (fold.Batch) on top of the writes of those before:
+        its own effects and unsettled flows start empty."""
+        self.env = env
+        self.effects = []
+        if self.unsettled_flows:
+            self.unsettled_flows = []
 
     def task(self, task_id: str) -> Task | None:
         task = self.tasks.get(task_id)

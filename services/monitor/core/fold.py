@@ -35,10 +35,45 @@ def step(state: MonitorState, env: Envelope) -> tuple[MonitorState, tuple[Effect
     return draft.commit()
 
 
+class Batch:
+    """step() over many envelopes with one new MonitorState at the end, not one per envelope.
+
+    Each envelope's step reads the entries the ones before it wrote (a Draft reads its own
+    writes), so `apply` returns, envelope by envelope, the very effects successive step()
+    calls return, and `commit` the state the last of them returns; only the persistent maps
+    are rebuilt once, over every entry the batch touched. A Batch lives inside one fold of a
+    batch (it is mutable, like a Draft) and is never shared: what escapes is the committed
+    state, as frozen as any other.
+    """
+
+    __slots__ = ("_draft",)
+
+    def __init__(self, state: MonitorState):
+        self._draft = Draft(state, None)
+
+    def apply(self, env: Envelope) -> list[Effect]:
+        """The effects of step(state so far, env); the state so far now includes env."""
+        handler = _HANDLERS.get(type(env.event))
+        if handler is None:
+            return [Anomaly(env.key, f"the monitor does not consume {env.type_name}", env.event_id)]
+        draft = self._draft
+        draft.begin(env)
+        handler(draft)
+        if draft.unsettled_flows:
+            settle_flows(draft)
+        return draft.effects
+
+    def task(self, task_id: str):
+        """The task as the envelopes applied so far left it (None if it does not exist)."""
+        return self._draft.task(task_id)
+
+    def commit(self) -> MonitorState:
+        return self._draft.commit()[0]
+
+
 def fold(state: MonitorState, envelopes) -> tuple[MonitorState, list[Effect]]:
     """step() over many envelopes; the effects in order."""
-    effects: list[Effect] = []
+    batch, effects = Batch(state), []
     for env in envelopes:
-        state, emitted = step(state, env)
-        effects.extend(emitted)
-    return state, effects
+        effects.extend(batch.apply(env))
+    return batch.commit(), effects

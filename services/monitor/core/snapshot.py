@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
+
+import orjson
 
 from services.monitor.core.pmap import PMap
 from services.monitor.core.rounds import RoundPoint
@@ -29,7 +32,7 @@ def snapshot_task(state: MonitorState, task_id: str,
     """`wire` (id(envelope) -> (envelope, bytes)): the bytes parked envelopes were decoded from,
     where the caller still has them, so they need not be encoded again."""
     task = state.tasks[task_id]
-    return _dump({
+    return _dump(_finite_metrics(task), {
         "format": FORMAT, "kind": "task", "task_id": task.task_id, "flow_id": task.flow_id,
         "status": _num(task.status), "step": task.step, "index": task.index,
         "algorithm": task.algorithm, "version": task.version, "depends_on": list(task.depends_on),
@@ -42,7 +45,7 @@ def snapshot_task(state: MonitorState, task_id: str,
 
 def snapshot_flow(state: MonitorState, flow_id: str) -> bytes:
     flow = state.flows[flow_id]
-    return _dump({
+    return _dump(True, {
         "format": FORMAT, "kind": "flow", "flow_id": flow.flow_id, "status": _num(flow.status),
         "task_ids": list(flow.task_ids), "hold": _num(flow.hold), "reason": flow.reason,
         "updated_at_ms": flow.updated_at_ms, "history": [_record(r) for r in flow.history],
@@ -94,7 +97,7 @@ def restore(snapshots: Iterable[bytes], max_attempts: int = DEFAULT_MAX_ATTEMPTS
     tasks: dict[str, Task] = {}
     flows: dict[str, Flow] = {}
     for blob in snapshots:
-        data = json.loads(blob)
+        data = _load(blob)
         if data.get("format") != FORMAT:
             raise ValueError(f"monitor snapshot format {data.get('format')!r}; expected {FORMAT}")
         if data["kind"] == "task":
@@ -128,8 +131,35 @@ def _parked(env: Envelope, wire: Mapping[int, tuple[Envelope, bytes]] | None) ->
     return text
 
 
-def _dump(data: dict) -> bytes:
+def _dump(plain: bool, data: dict) -> bytes:
+    """Compact UTF-8 JSON. orjson writes it several times faster than the json module (the
+    snapshots were a sixth of the monitor's CPU), but writes NaN and infinities as null and
+    refuses what JSON cannot say (an int beyond 64 bits, a key not a string); such a snapshot
+    (`plain` False: a metric not finite) is written by the json module, as it always was, and
+    json.loads reads both."""
+    if plain:
+        try:
+            return orjson.dumps(data)
+        except (TypeError, orjson.JSONEncodeError):
+            pass
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _load(blob: bytes) -> dict:
+    try:
+        return orjson.loads(blob)
+    except orjson.JSONDecodeError:  # NaN or Infinity, as the json module writes them (see _dump)
+        return json.loads(blob)
+
+
+def _finite_metrics(task: Task) -> bool:
+    """Whether every metric of the task (its members' latest and per-round ones) is a finite
+    number: what orjson writes exactly (see _dump)."""
+    try:
+        return all(all(map(math.isfinite, a.metrics.values()))
+                   and all(all(map(math.isfinite, p.metrics.values())) for p in a.rounds) for a in task.algos)
+    except TypeError:  # a value that is not a number at all
+        return False
 
 
 def _num(value) -> int | None:
