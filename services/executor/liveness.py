@@ -102,7 +102,7 @@ class HeartbeatThread:
         self._last_tick = clock.monotonic()
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{spec.algo_task_id}", daemon=True)
 
     def start(self) -> None:
@@ -123,39 +123,49 @@ class HeartbeatThread:
     def stop(self, timeout_s: float = 15.0) -> None:
         """Blocking: end the beats and wait for the thread (its bus flushed and closed)."""
         self._stopping.set()
-        deadline = self._clock.monotonic() + timeout_s
-        while self._thread.is_alive() and self._clock.monotonic() < deadline:
-            loop, task = self._loop, self._task
-            if loop is not None and task is not None:
-                try:
-                    loop.call_soon_threadsafe(task.cancel)  # repeated: wait_for may swallow one (gh-86296)
-                except RuntimeError:
-                    pass  # its loop just closed
-            self._thread.join(0.5)
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:
+                pass  # its loop already closed: the thread is ending
+        self._thread.join(timeout_s)
 
     def _run(self) -> None:
         asyncio.run(self._main())
 
     async def _main(self) -> None:
+        self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
-        if self._stopping.is_set():
+        if self._stopping.is_set():  # stopped before this loop existed to be woken
             return
         bus = self._make_bus()
+        beats = asyncio.create_task(self._beat(bus))
+        await self._wake.wait()
+        await cancel_and_wait(beats)
+        try:
+            await asyncio.wait_for(bus.stop(), 10.0)  # flushes the last beat
+        except (Exception, TimeoutError):
+            pass
+
+    async def _beat(self, bus: Bus) -> None:
         try:
             await bus.start()
-            await heartbeat(EventPublisher(bus, f"executor/{self._spec.algo_task_id}/heartbeat", self._clock),
-                            self._spec, self._every_s, self._clock, self._lease, alive=self._loop_turns)
-        except (asyncio.CancelledError, Exception):
-            pass  # the thread ends with the attempt; a bus that never came up leaves the monitor to judge
-        finally:
-            try:
-                await asyncio.wait_for(bus.stop(), 10.0)
-            except (asyncio.CancelledError, Exception):
-                pass
+        except Exception:
+            return  # no bus for the beats: the monitor judges this executor by its other reports
+        await heartbeat(EventPublisher(bus, f"executor/{self._spec.algo_task_id}/heartbeat", self._clock),
+                        self._spec, self._every_s, self._clock, self._lease, alive=self._loop_turns)
 
     def _loop_turns(self) -> bool:
         return not self._stopping.is_set() and self.blocked_s() < self._max_blocked_s
+
+
+async def cancel_and_wait(task: asyncio.Task) -> None:
+    # Python 3.11's asyncio.wait_for can swallow a cancel that lands as the awaited call completes
+    # (gh-86296); the heartbeat would then beat on and this executor never report its end.
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=1.0)
 
 
 def is_signal_exit(code: int) -> bool:

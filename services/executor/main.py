@@ -93,20 +93,12 @@ async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio
         code = await _run_role(spec, dirs, stop, bus=bus, clock=clock, registry=registry, publisher=publisher,
                                failure=failure, trust=trust, max_incomplete_payloads=max_incomplete_payloads)
     finally:
-        await _cancel(beats)
+        await liveness.cancel_and_wait(beats)
         if thread is not None:
             await asyncio.to_thread(thread.stop)
     await liveness.report_exit(publisher, spec, code, clock, failure[0] if failure else "")
     liveness.write_exit_code(lease, code)
     return code
-
-
-async def _cancel(task: asyncio.Task) -> None:
-    # Python 3.11's asyncio.wait_for can swallow a cancel that lands as the awaited call completes
-    # (gh-86296); the heartbeat would then beat on and this executor never report its end.
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=1.0)
 
 
 async def _run_role(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio.Event, *, bus: Bus,

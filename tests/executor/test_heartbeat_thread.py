@@ -43,6 +43,10 @@ REGISTRY = AlgorithmRegistry([
                                          RoleSpec("hung", f"{__name__}:HungRole", needs_data=False)))])
 
 
+def role_block_ms(role: str) -> int:
+    return int({"worker": BlockingRole, "hung": HungRole}[role].block_s * 1000)
+
+
 def _spec(role: str = "worker") -> AlgorithmTaskSpec:
     return AlgorithmTaskSpec("t.a", "t", "f", "t", "test.blocking", "1", {}, "a", role, (Peer("a", role),), "", 1)
 
@@ -57,6 +61,8 @@ async def _beats(tmp_path, role: str = "worker", **kwargs) -> list[int]:
     code = await run_task(_spec(role), dirs, asyncio.Event(), bus=bus, clock=SystemClock(), registry=REGISTRY,
                           heartbeat_s=EVERY_S, **({"heartbeat_bus": lambda: beats_bus} | kwargs))
     assert code == 0
+    # The thread must not hold up the end: a cancelled executor has to exit promptly.
+    assert time.time_ns() // 1_000_000 - started < role_block_ms(role) + 5_000
     records = bus.records(topics.PROGRESS.name) + beats_bus.records(topics.PROGRESS.name)
     envelopes = [codec.decode(r.value) for r in records]
     return sorted(e.timestamp_ms - started for e in envelopes if getattr(e.event, "stage", "") == HEARTBEAT_STAGE)
