@@ -118,7 +118,7 @@ class HeartbeatThread:
         """Run on the main loop until cancelled: each turn says the loop is not hung."""
         while True:
             self.tick()
-            await asyncio.sleep(min(self._every_s, 1.0))
+            await self._clock.sleep(min(self._every_s, 1.0))
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Blocking: end the beats and wait for the thread (its bus flushed and closed)."""
