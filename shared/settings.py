@@ -132,6 +132,10 @@ class ExecutorGroup(BaseModel):
     artifacts_dir: Path = Field(Path.home() / ".cache" / "ferry" / "artifacts",
                                 description="content-addressed models and large payloads")
     heartbeat_s: float = Field(5.0, description="seconds between the executor's heartbeats on ferry.progress")
+    heartbeat_max_blocked_s: float = Field(
+        900.0, gt=0, description="the heartbeat thread beats through synchronous work (a long import or training "
+                                 "step) but stops once the executor's event loop has not turned for this long, so "
+                                 "that a hung executor is declared lost and retried")
     lease_file: Path | None = Field(None, description="local runner: the lease the executor touches on each "
                                                       "heartbeat and writes its exit code next to (set by the runner)")
     torch_threads: int = Field(1, ge=1, description="intra-op CPU threads per executor (torch, OpenMP, BLAS); "

@@ -3,7 +3,15 @@
 A scheduler may die while its executors run on; the executors must not be
 orphaned in the monitor's eyes. So an executor
 - sends a heartbeat (ExecutorProgress with stage HEARTBEAT) every few seconds:
-  the monitor declares a RUNNING executor lost when they stop, and retries it;
+  the monitor declares a RUNNING executor lost when they stop, and retries it
+  (and the scheduler then cancels the silent attempt, alive or not);
+- beats from a thread of its own (HeartbeatThread), with its own event loop and
+  bus connection: a role busy in synchronous work (importing torch, a long
+  training step on a loaded node) blocks the executor's event loop, and a
+  heartbeat on that loop would fall silent and get a live executor retried
+  beside itself. Importing the heavy libraries before the first beat would
+  cover start-up only, not a long step. The thread still stops beating once the
+  main loop has not turned for `max_blocked_s`: a hung executor must be lost;
 - touches its lease file on each heartbeat, when the local runner gave it one,
   so a restarted scheduler can tell a live executor from a hung one;
 - reports its own exit as its last act: an Observation on ferry.observations
@@ -20,10 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
+from typing import Callable
 
 from services.scheduler.core.exits import SIGKILL_EXITS, SIGTERM_EXITS, classify_exit
 from shared import topics
+from shared.bus.port import Bus
 from shared.clock import Clock
 from shared.events import HEARTBEAT_STAGE, AlgorithmTaskSpec, ExecutorProgress, Observation, Phase
 from shared.messaging import EventPublisher
@@ -59,9 +70,13 @@ def touch(lease: Path | None) -> None:
 
 
 async def heartbeat(publisher: EventPublisher, spec: AlgorithmTaskSpec, every_s: float, clock: Clock,
-                    lease: Path | None = None) -> None:
-    """Run until cancelled; a failed send is retried at the next beat (the bus may be down a while)."""
+                    lease: Path | None = None, alive: Callable[[], bool] = lambda: True) -> None:
+    """Run until cancelled; a failed send is retried at the next beat (the bus may be down a while).
+    A beat is skipped while `alive()` says the executor is hung."""
     while True:
+        if not alive():
+            await clock.sleep(every_s)
+            continue
         touch(lease)
         try:
             await asyncio.wait_for(publisher.publish(topics.PROGRESS.name, spec.task_id, ExecutorProgress(
@@ -70,6 +85,87 @@ async def heartbeat(publisher: EventPublisher, spec: AlgorithmTaskSpec, every_s:
         except (Exception, TimeoutError):
             pass
         await clock.sleep(every_s)
+
+
+class HeartbeatThread:
+    """heartbeat() on a thread of its own, as long as the executor's event loop still turns.
+
+    `make_bus` builds the thread's own bus (a second producer): the executor's bus
+    belongs to the main event loop, which may be the one blocked. The main loop
+    proves it turns by calling tick() (keep_ticking()); once it has not for
+    `max_blocked_s`, the beats stop, so that a hung executor is declared lost."""
+
+    def __init__(self, make_bus: Callable[[], Bus], spec: AlgorithmTaskSpec, every_s: float, clock: Clock,
+                 lease: Path | None = None, max_blocked_s: float = 900.0):
+        self._make_bus, self._spec, self._every_s, self._clock = make_bus, spec, every_s, clock
+        self._lease, self._max_blocked_s = lease, max_blocked_s
+        self._last_tick = clock.monotonic()
+        self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{spec.algo_task_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def tick(self) -> None:
+        self._last_tick = self._clock.monotonic()
+
+    def blocked_s(self) -> float:
+        return self._clock.monotonic() - self._last_tick
+
+    async def keep_ticking(self) -> None:
+        """Run on the main loop until cancelled: each turn says the loop is not hung."""
+        while True:
+            self.tick()
+            await self._clock.sleep(min(self._every_s, 1.0))
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Blocking: end the beats and wait for the thread (its bus flushed and closed)."""
+        self._stopping.set()
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:
+                pass  # its loop already closed: the thread is ending
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if self._stopping.is_set():  # stopped before this loop existed to be woken
+            return
+        bus = self._make_bus()
+        beats = asyncio.create_task(self._beat(bus))
+        await self._wake.wait()
+        await cancel_and_wait(beats)
+        try:
+            await asyncio.wait_for(bus.stop(), 10.0)  # flushes the last beat
+        except (Exception, TimeoutError):
+            pass
+
+    async def _beat(self, bus: Bus) -> None:
+        try:
+            await bus.start()
+        except Exception:
+            return  # no bus for the beats: the monitor judges this executor by its other reports
+        await heartbeat(EventPublisher(bus, f"executor/{self._spec.algo_task_id}/heartbeat", self._clock),
+                        self._spec, self._every_s, self._clock, self._lease, alive=self._loop_turns)
+
+    def _loop_turns(self) -> bool:
+        return not self._stopping.is_set() and self.blocked_s() < self._max_blocked_s
+
+
+async def cancel_and_wait(task: asyncio.Task) -> None:
+    # Python 3.11's asyncio.wait_for can swallow a cancel that lands as the awaited call completes
+    # (gh-86296); the heartbeat would then beat on and this executor never report its end.
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=1.0)
 
 
 def is_signal_exit(code: int) -> bool:

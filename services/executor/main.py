@@ -67,35 +67,38 @@ def dev_trust(keys_dir: Path, spec: AlgorithmTaskSpec) -> Trust:
 async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio.Event, *, bus: Bus,
                    clock: Clock, registry: AlgorithmRegistry | None = None, heartbeat_s: float = 5.0,
                    lease: Path | None = None, trust: Callable[[], Trust] | Trust | None = None,
-                   max_incomplete_payloads: int = 8) -> int:
+                   max_incomplete_payloads: int = 8, heartbeat_bus: Callable[[], Bus] | None = None,
+                   heartbeat_max_blocked_s: float = 900.0) -> int:
     """Run one attempt of an algorithm task, heartbeating, and report how it ended; returns the exit code.
 
     The exit report is the last act (liveness.py): the executor's own word, so its end
     is known even when the scheduler that started it is gone.
     trust: this party's identity and the federation's keys, or a loader of them (called inside,
     so that a bad key file fails the task with its reason like any configuration error).
+    heartbeat_bus: makes the heartbeat thread's own bus (a process executor); without it the
+    heartbeat runs on this event loop (an inline executor, whose loop is the monitor's too).
     """
     bus = MeteredBus(bus)  # each round report logs the bytes this executor produced and fetched
     publisher = EventPublisher(bus, f"executor/{spec.algo_task_id}", clock)
-    beats = asyncio.create_task(liveness.heartbeat(
-        EventPublisher(bus, f"executor/{spec.algo_task_id}/heartbeat", clock), spec, heartbeat_s, clock, lease))
+    thread = None
+    if heartbeat_bus is None:  # in-process: the loop blocked is the monitor's too
+        beats = asyncio.create_task(liveness.heartbeat(
+            EventPublisher(bus, f"executor/{spec.algo_task_id}/heartbeat", clock), spec, heartbeat_s, clock, lease))
+    else:  # beats go on through a role's long synchronous work (liveness.py)
+        thread = liveness.HeartbeatThread(heartbeat_bus, spec, heartbeat_s, clock, lease, heartbeat_max_blocked_s)
+        thread.start()
+        beats = asyncio.create_task(thread.keep_ticking())
     failure: list[str] = []
     try:
         code = await _run_role(spec, dirs, stop, bus=bus, clock=clock, registry=registry, publisher=publisher,
                                failure=failure, trust=trust, max_incomplete_payloads=max_incomplete_payloads)
     finally:
-        await _cancel(beats)
+        await liveness.cancel_and_wait(beats)
+        if thread is not None:
+            await asyncio.to_thread(thread.stop)
     await liveness.report_exit(publisher, spec, code, clock, failure[0] if failure else "")
     liveness.write_exit_code(lease, code)
     return code
-
-
-async def _cancel(task: asyncio.Task) -> None:
-    # Python 3.11's asyncio.wait_for can swallow a cancel that lands as the awaited call completes
-    # (gh-86296); the heartbeat would then beat on and this executor never report its end.
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=1.0)
 
 
 async def _run_role(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio.Event, *, bus: Bus,
@@ -176,7 +179,10 @@ def main() -> int:
         try:
             return await run_task(spec, dirs, stop, bus=bus, clock=SystemClock(), heartbeat_s=ex.heartbeat_s,
                                   lease=ex.lease_file, trust=trust,
-                                  max_incomplete_payloads=fed.max_incomplete_payloads)
+                                  max_incomplete_payloads=fed.max_incomplete_payloads,
+                                  heartbeat_bus=lambda: make_bus(settings, f"executor-{spec.algo_task_id}-heartbeat",
+                                                                 role="party"),
+                                  heartbeat_max_blocked_s=ex.heartbeat_max_blocked_s)
         finally:
             await bus.stop()
 

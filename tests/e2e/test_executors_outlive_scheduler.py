@@ -91,13 +91,29 @@ def test_an_executor_dying_while_no_scheduler_watches_is_reported_killed_and_ret
     assert "killed" in retrying["reason"], retrying
 
 
-def test_a_silent_executor_is_declared_lost_and_retried(platform, work_dir):
+def _alive(pid: int) -> bool:
+    """Running or stopped, not gone nor a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_silent_executor_is_declared_lost_retried_and_its_old_attempt_fenced(platform, work_dir):
     flow_id = new_flow_id("silent")
     platform.submit({"flow": "silent", "steps": [noop_step("work", ("node-a",), sleep_s=3)]}, flow_id)
     pids = platform.wait_until(lambda: _all_running(platform, flow_id, "work", 1), "the executor running")
     (victim,) = pids.values()
     os.kill(victim, signal.SIGSTOP)  # alive to the OS, silent on the bus
     try:
+        # The retry must not run beside the lost attempt: the scheduler kills the old one.
+        platform.wait_until(lambda: not _alive(victim), "the lost attempt's process killed",
+                            timeout_s=90)
+        try:
+            os.kill(victim, signal.SIGCONT)  # were it still there, it would now act again
+        except ProcessLookupError:
+            pass
         view = platform.wait_flow(flow_id, timeout_s=90)
     finally:
         try:
@@ -110,3 +126,7 @@ def test_a_silent_executor_is_declared_lost_and_retried(platform, work_dir):
     history = platform.history("algorithm-tasks", algo["algo_task_id"])
     retrying = next(r for r in history if r["outcome"] == "applied" and r["to_status"] == "RETRYING")
     assert "executor lost: not heard from" in retrying["reason"], retrying
+    assert not _alive(victim)
+    applied = [r for r in history if r["outcome"] == "applied"]
+    after = [r["to_status"] for r in applied[applied.index(retrying) + 1:]]
+    assert after[-1] == "SUCCEEDED" and not {"RETRYING", "FAILED"} & set(after), after  # attempt 1 never acted

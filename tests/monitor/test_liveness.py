@@ -4,9 +4,9 @@ yet spoken at all (still starting: importing torch on a loaded node) gets the st
 from __future__ import annotations
 
 from services.monitor.core.liveness import lost_executors
-from shared.events import HEARTBEAT_STAGE, ExecutorProgress, JobAction, Phase
+from shared.events import HEARTBEAT_STAGE, EntityKind, ExecutorProgress, JobAction, Phase, StateChanged, Status
 
-from tests.monitor.builders import ALGO, FLOW, TASK, Feed, job, plan, run, seen
+from tests.monitor.builders import ALGO, FLOW, TASK, Feed, algo_of, job, of_type, plan, run, seen
 
 LOST_AFTER_MS, GRACE_MS = 60_000, 120_000
 
@@ -45,3 +45,21 @@ def test_a_retried_attempt_must_speak_again_to_lose_its_grace():
     algo = state.tasks[TASK].algos[0]
     assert (algo.attempt, algo.spoke_attempt) == (2, 1)
     assert _lost(state, algo.updated_at_ms + LOST_AFTER_MS + 1) == []
+
+
+def test_a_lost_attempt_fenced_by_its_retry_never_moves_the_task_again():
+    # Declared lost, the attempt may still be alive: the scheduler cancels it as it dispatches
+    # the retry. Its cancellation, and anything it says before it dies, is stale news.
+    feed = Feed()
+    state, heard = _running(feed, spoke=True)
+    (declaration,) = lost_executors(state, heard + LOST_AFTER_MS + 1, LOST_AFTER_MS, GRACE_MS)
+    state, _ = run(feed, [declaration], state)
+    assert (algo_of(state).status, algo_of(state).attempt) == (Status.RETRYING, 2)
+    late = [job(JobAction.DELETED), seen(Phase.DELETED, exit_code=137),
+            ExecutorProgress(ALGO, TASK, FLOW, 1, 0, 0, HEARTBEAT_STAGE, {}), seen(Phase.SUCCEEDED)]
+    after, effects = run(feed, late, state)  # before and after the retry's job exists
+    after, more = run(feed, [job(JobAction.CREATED, attempt=2), seen(Phase.RUNNING, attempt=2)] + late, after)
+    assert (algo_of(after).status, algo_of(after).attempt) == (Status.RUNNING, 2)
+    changes = of_type(effects + more, StateChanged)
+    assert [(c.to_status, c.attempt) for c in changes if c.entity is EntityKind.ALGORITHM_TASK] == [
+        (Status.SCHEDULED, 2), (Status.RUNNING, 2)]

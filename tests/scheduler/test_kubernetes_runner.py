@@ -163,3 +163,27 @@ async def test_a_job_deleted_between_the_409_and_the_read_is_created_again():
     runner = KubernetesRunner(api, REGISTRY, "ferry:test")
     assert await runner.dispatch(SPEC) == NAME
     assert api.calls == ["create", "read", "create"]
+
+
+async def test_a_retry_deletes_the_job_of_the_attempt_it_supersedes(fake):
+    # A lost attempt's Job may still run (the executor was only slow): the scheduler service
+    # carries out the core's fence, so the retry's Job is the only one left.
+    from services.scheduler.app import SchedulerService
+    from shared import topics
+    from shared.bus.memory import InMemoryBus
+    from shared.clock import SystemClock
+    from shared.events import EntityKind, Envelope, StateChanged, Status, TaskPlanned
+
+    bus = InMemoryBus()
+    await bus.ensure_topics(topics.CATALOGUE)
+    service = SchedulerService(bus, SystemClock(), lambda observe: KubernetesRunner(
+        KubeApi(api_client_for(fake)), REGISTRY, "ferry:test", observe=observe))
+    try:
+        for event in (TaskPlanned(SPEC.task_id, "f1", "train", (), (SPEC,), (SPEC.task_id,), 0),
+                      StateChanged(EntityKind.ALGORITHM_TASK, SPEC.algo_task_id, "f1", SPEC.task_id,
+                                   Status.RUNNING, Status.RETRYING, 2, reason="executor lost")):
+            await service.handle(Envelope(event, "e", SPEC.task_id, 0, "test", 0), None)
+        assert fake.deletions == [("jobs", NS, NAME, "Background")]
+        assert [key for key in fake.objects if key[0] == "jobs"] == [("jobs", NS, NAME[:-1] + "2")]
+    finally:
+        await service.runner.close()

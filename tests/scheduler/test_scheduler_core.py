@@ -63,7 +63,26 @@ def test_retrying_dispatches_the_new_attempt_once():
     retry = StateChanged(EntityKind.ALGORITHM_TASK, "t1.a", "f", "t1", Status.FAILED, Status.RETRYING, 2)
     _, out = run([plan("t1"), retry, retry])
     assert out[-1] == Dispatch(spec("t1", "a", attempt=2))
-    assert len(out) == 3
+    assert [type(c) for c in out] == [Dispatch, Dispatch, Cancel, Dispatch]
+
+
+def test_a_retry_of_a_lost_attempt_cancels_that_attempt_before_dispatching():
+    # The monitor declared attempt 1 lost (it may still be alive): it must not run beside attempt 2.
+    lost = StateChanged(EntityKind.ALGORITHM_TASK, "t1.a", "f", "t1", Status.RUNNING, Status.RETRYING, 2,
+                        reason="attempt 1 failed (executor lost: not heard from for 61 s); retrying")
+    state, _ = run([plan("t1")])
+    state, out = run([lost], state)
+    assert out == [Cancel(spec("t1", "a", 1), "superseded by attempt 2"), Dispatch(spec("t1", "a", 2))]
+    again = StateChanged(EntityKind.ALGORITHM_TASK, "t1.a", "f", "t1", Status.RUNNING, Status.RETRYING, 3)
+    _, out = run([lost, again], state)  # a redelivery does nothing; the next retry fences attempt 2
+    assert out == [Cancel(spec("t1", "a", 2), "superseded by attempt 3"), Dispatch(spec("t1", "a", 3))]
+
+
+def test_a_retry_never_dispatched_before_fences_nothing():
+    state, _ = run([plan("t1"), plan("t2", deps=["t1"])])
+    retry = StateChanged(EntityKind.ALGORITHM_TASK, "t2.a", "f", "t2", Status.FAILED, Status.RETRYING, 2)
+    _, out = run([retry], state)
+    assert out == [Dispatch(spec("t2", "a", 2))]  # no attempt of t2 ever ran: nothing to cancel
 
 
 def test_suspend_before_release_holds_the_task_and_resume_releases_it():

@@ -3,7 +3,8 @@
 The scheduler learns the plan from TaskPlanned, the truth about progress from
 the monitor's StateChanged events, and intent from TaskCommands. It releases a
 task's algorithm tasks once every task it depends on has SUCCEEDED, dispatches
-a new attempt when the monitor moves an algorithm task to RETRYING, and turns
+a new attempt when the monitor moves an algorithm task to RETRYING (cancelling
+the attempt it supersedes first: a lost attempt may still be alive), and turns
 suspend/resume/cancel commands into runner commands for the algorithm tasks
 that have a job. Each (algorithm task, attempt) is dispatched at most once.
 """
@@ -93,11 +94,28 @@ def _on_state_changed(state: SchedulerState, change: StateChanged) -> tuple[Sche
     task = state.planned.get(change.task_id)
     if change.to_status != Status.RETRYING or task is None:
         return state, []
-    if state.dispatched.get(change.entity_id, 0) >= change.attempt:
+    previous = state.dispatched.get(change.entity_id, 0)
+    if previous >= change.attempt:
         return state, []
     spec = next(s for s in task.algorithm_tasks if s.algo_task_id == change.entity_id)
     retry = dataclasses.replace(spec, attempt=change.attempt)
-    return _with(state, dispatched={**state.dispatched, spec.algo_task_id: change.attempt}), [Dispatch(retry)]
+    state = _with(state, dispatched={**state.dispatched, spec.algo_task_id: change.attempt})
+    return state, [*_fence(spec, previous, change.attempt), Dispatch(retry)]
+
+
+def _fence(spec: AlgorithmTaskSpec, previous: int, retry: int) -> list[RunnerCommand]:
+    """Cancel the attempt a retry supersedes, before the retry is dispatched.
+
+    The monitor retries an attempt it declared lost (silent past its limit), and a
+    silent executor may be alive: a loaded node, a long import. Left running, it
+    would train beside its retry under the same party identity, and a later
+    suspend or cancel (which names the current attempt) would never reach it.
+    Cancelling an attempt that already ended is a no-op for the runners, and the
+    monitor ignores every report of a superseded attempt.
+    """
+    if previous == 0:
+        return []
+    return [Cancel(dataclasses.replace(spec, attempt=previous), f"superseded by attempt {retry}")]
 
 
 def _live_specs(state: SchedulerState, task: TaskPlanned) -> list[AlgorithmTaskSpec]:
