@@ -395,7 +395,7 @@ class TrainingClient:
                 if setup is None:
                     continue
                 started = ctx.clock.monotonic()
-                model = build_model(ModelSpec.from_params(p, setup.n_features, setup.n_classes), int(p["seed"]))
+                model = self._model(p, setup.n_features, setup.n_classes)
                 global_w = from_tensors(message.tensors)
                 set_weights(model, global_w)
                 scores = _score_previous(model, data, message.round)
@@ -419,7 +419,8 @@ class TrainingClient:
                                                        metrics={**({"loss": loss} if loss is not None else {}),
                                                                 **scores}, body=body))
                 ROUND_SECONDS.labels("client").observe(ctx.clock.monotonic() - started)
-                ctx.checkpoints.save(result.weights, {"round": message.round, "local_dp_steps": self._dp_steps})
+                if config.local_dp is not None:  # its only state between rounds: the DP-SGD steps spent
+                    ctx.checkpoints.save({}, {"round": message.round, "local_dp_steps": self._dp_steps})
                 progress = {"train_s": result.elapsed_s, **self._local_privacy(p, config, len(data.y_train))}
                 if p.get("dp", "off") == "off" and loss is not None:  # under DP only noised sums leave the party
                     progress["train_loss"] = loss
@@ -433,6 +434,14 @@ class TrainingClient:
                 return await self._final(ctx, channel, data, message)
             elif message.kind == RoundKind.ABORT:
                 raise TrainingFailed(f"the aggregator aborted the step: {message.body.decode(errors='replace')}")
+
+    def _model(self, p, n_features: int, n_classes: int):
+        """The round's model, built once per shape: set_weights then overwrites every tensor it
+        has (these models hold parameters only), so a round starts from the global model alone."""
+        key = (n_features, n_classes)
+        if getattr(self, "_built", (None, None))[0] != key:
+            self._built = (key, build_model(ModelSpec.from_params(p, n_features, n_classes), int(p["seed"])))
+        return self._built[1]
 
     @staticmethod
     async def _admit(ctx, channel: RoundChannel, message, gate: AnnounceGate) -> RoundSetup | None:
