@@ -334,9 +334,15 @@ class _Aggregation:
             ctx.check_stop()  # a resumed aggregator comes back here from its last checkpoint
             if message is not None and message.kind == RoundKind.EVALUATION:
                 results[message.sender] = dict(message.metrics)
-            elif message is not None and message.kind == RoundKind.JOIN:  # restarted after FINAL
-                await self.channel.send(self.channel.message(RoundKind.FINAL, int(p["rounds"]), recipient=message.sender,
-                                                             arrays=global_w, metrics=shape))
+            elif message is not None and message.kind == RoundKind.JOIN:
+                # Only a restarted client (a new incarnation) lost the FINAL; a client that merely
+                # heard nothing for REJOIN_AFTER_S says hello again, and must not cost a model.
+                restarted = self.incarnations.get(message.sender) != message.body
+                self.incarnations[message.sender] = message.body
+                if restarted:
+                    await self.channel.send(self.channel.message(RoundKind.FINAL, int(p["rounds"]),
+                                                                 recipient=message.sender, arrays=global_w,
+                                                                 metrics=shape))
         pairs = [(m["accuracy"], int(m["n"])) for m in results.values()]
         losses = [(m["loss"], int(m["n"])) for m in results.values()]
         metrics = {"rounds": float(p["rounds"]), "clients": float(len(self.joined)),
