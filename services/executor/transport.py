@@ -41,6 +41,7 @@ from shared.wire import codec
 # Room left in a record for the chunk's header fields and the envelope around it (ids,
 # producer, sequence): a few hundred bytes in practice, kept generous for long ids.
 ENVELOPE_ALLOWANCE_BYTES = 16_384
+SEND_GROUP_BYTES = 8 << 20   # chunks encoded and handed to the bus at a time
 
 
 def chunk_bytes_for(bus: Bus) -> int:
@@ -220,7 +221,12 @@ class RoundChannel:
         chunks = split(message, self.chunk_bytes, digest)
         del message  # the chunks' buffer holds the payload now: the tensors' views may go
         key = self._task.task_id
-        await self._publisher.publish_to_partitions([(topics.ROUNDS.name, partition, key, c) for c in chunks])
+        # A few MiB of records at a time, in order: encoding every chunk first held the model's
+        # bytes three times over (buffer, records, the producer's batches) per sending party.
+        step = max(1, SEND_GROUP_BYTES // self.chunk_bytes)
+        for i in range(0, len(chunks), step):
+            await self._publisher.publish_to_partitions([(topics.ROUNDS.name, partition, key, c)
+                                                         for c in chunks[i:i + step]])
 
     def _mine(self, m: RoundMessage) -> bool:
         return (m.task_id == self._task.task_id and m.sender != self._task.party
