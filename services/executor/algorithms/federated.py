@@ -139,6 +139,7 @@ class _Aggregation:
                 updates, _, _ = await self._round(r, global_w, shape)
                 state, global_w = self._central_dp_step(state, global_w, updates)
                 metrics = {"clients": float(len(updates))}  # no train loss: it is not noised
+                del updates  # N models: not held through the next round's collection
             else:
                 updates, losses, evaluations = await self._round(r, global_w, shape)
                 if evaluations and r > 1:  # the clients scored the previous round's global model
@@ -146,6 +147,7 @@ class _Aggregation:
                                      metrics=_global_scores(evaluations))
                 state, global_w = self.strategy.aggregate(state, global_w, updates)
                 metrics = {"clients": float(len(updates))}
+                del updates  # N models: not held through the next round's collection
                 if not p.get("local_dp"):  # under local DP the clients keep their losses to themselves
                     metrics["train_loss"] = weighted_mean(losses)
             await self.complete_round(r, state, global_w, shape, metrics, started, (sent, received))
@@ -412,6 +414,7 @@ class TrainingClient:
                 result = train_local(model, data.x_train, data.y_train, config,
                                      epoch_offset=(message.round - 1) * config.local_epochs, seed=seed,
                                      global_weights=global_w)
+                model.zero_grad(set_to_none=True)  # the last step's gradients: a model's worth, unused now
                 weights = clip_update(result.weights, global_w, setup.clip_norm)
                 self._dp_steps += result.dp_steps
                 # Under local DP only the DP-SGD model leaves the party: not its (un-noised) loss.
@@ -434,6 +437,8 @@ class TrainingClient:
                                  metrics={**progress, "bytes_sent": float(channel.bytes_sent - sent),
                                           "bytes_received": float(channel.bytes_received - received
                                                                   + payload_bytes(message))})
+                # The round's models (received, trained, sent) are not kept while waiting for the next.
+                message = global_w = result = weights = arrays = None
             elif message.kind == RoundKind.SECAGG and secure is not None:
                 await secure.handle(message)
             elif message.kind == RoundKind.FINAL:
