@@ -21,6 +21,7 @@ from services.executor.artifacts import ArtifactStore
 from services.executor.checkpoints import FileCheckpointStore
 from services.executor.context import ExecutorContext
 from services.executor.federation.identity import Trust, ensure_dev_keys, load_trust
+from services.executor.memory import return_freed_memory
 from services.executor.threads import HOW_TO_CHANGE, apply_torch_threads
 from shared import topics
 from shared.algorithms import AlgorithmRegistry, load_role
@@ -154,6 +155,7 @@ def main() -> int:
     settings = FerrySettings()
     configure_logging(settings.log.level, settings.log.json_output)
     apply_torch_threads(settings.executor.torch_threads)
+    return_freed_memory()
     text = os.environ.get("FERRY_TASK_SPEC")
     if not text:
         structlog.get_logger().error("executor.no_task", reason="FERRY_TASK_SPEC is not set")
@@ -171,7 +173,8 @@ def main() -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        bus = make_bus(settings, f"executor-{spec.algo_task_id}", role="party")
+        kafka = settings.kafka.model_copy(update={"linger_ms": ex.kafka_linger_ms})
+        bus = make_bus(settings.model_copy(update={"kafka": kafka}), f"executor-{spec.algo_task_id}", role="party")
         await bus.start()
         try:
             return await run_task(spec, dirs, stop, bus=bus, clock=SystemClock(), heartbeat_s=ex.heartbeat_s,
