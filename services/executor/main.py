@@ -21,7 +21,6 @@ from services.executor.artifacts import ArtifactStore
 from services.executor.checkpoints import FileCheckpointStore
 from services.executor.context import ExecutorContext
 from services.executor.federation.identity import Trust, ensure_dev_keys, load_trust
-from services.executor.memory import return_freed_memory
 from services.executor.threads import HOW_TO_CHANGE, apply_torch_threads
 from shared import topics
 from shared.algorithms import AlgorithmRegistry, load_role
@@ -155,7 +154,6 @@ def main() -> int:
     settings = FerrySettings()
     configure_logging(settings.log.level, settings.log.json_output)
     apply_torch_threads(settings.executor.torch_threads)
-    return_freed_memory()
     text = os.environ.get("FERRY_TASK_SPEC")
     if not text:
         structlog.get_logger().error("executor.no_task", reason="FERRY_TASK_SPEC is not set")

@@ -38,6 +38,7 @@ from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_o
 from services.executor.federation.transcript import (AnnounceGate, RoundSetup, SetupRejected, check_setup,
                                                      setup_for)
 from services.executor.federation.updates import UpdateRejected, check_secure_sum, check_update, clip_update
+from services.executor.memory import return_freed_memory
 from services.executor.ml.local_dp import local_epsilon
 from services.executor.ml.compression import compress, decompress
 from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
@@ -151,6 +152,7 @@ class _Aggregation:
                 state, global_w = self._central_dp_step(state, global_w, updates)
                 metrics = {"clients": float(len(updates))}  # no train loss: it is not noised
                 del updates  # N models: not held through the next round's collection
+                return_freed_memory()
             else:
                 updates, losses, evaluations = await self._round(r, global_w, shape)
                 if evaluations and r > 1:  # the clients scored the previous round's global model
@@ -159,6 +161,7 @@ class _Aggregation:
                 state, global_w = self.strategy.aggregate(state, global_w, updates)
                 metrics = {"clients": float(len(updates))}
                 del updates  # N models: not held through the next round's collection
+                return_freed_memory()
                 if not p.get("local_dp"):  # under local DP the clients keep their losses to themselves
                     metrics["train_loss"] = weighted_mean(losses)
             await self.complete_round(r, state, global_w, shape, metrics, started, (sent, received))
@@ -455,6 +458,7 @@ class TrainingClient:
                                                                   + payload_bytes(message))})
                 # The round's models (received, trained, sent) are not kept while waiting for the next.
                 message = global_w = result = weights = arrays = None
+                return_freed_memory()
             elif message.kind == RoundKind.SECAGG and secure is not None:
                 await secure.handle(message)
             elif message.kind == RoundKind.FINAL:
