@@ -29,6 +29,7 @@ import structlog
 
 from services.executor.federation.identity import Trust
 from services.executor.federation.signing import RejectedMessage, Verifier, payload_digest, sign_message
+from services.executor.memory import return_freed_memory
 from services.executor.round_layout import RoundLayout
 from shared import topics
 from shared.bus.port import Bus, Consumer
@@ -227,6 +228,9 @@ class RoundChannel:
         for i in range(0, len(chunks), step):
             await self._publisher.publish_to_partitions([(topics.ROUNDS.name, partition, key, c)
                                                          for c in chunks[i:i + step]])
+        if len(chunks) > 1:  # a model's worth of buffers just freed: back to the OS, not the heap
+            del chunks
+            return_freed_memory()
 
     def _mine(self, m: RoundMessage) -> bool:
         return (m.task_id == self._task.task_id and m.sender != self._task.party
@@ -236,6 +240,7 @@ class RoundChannel:
         """The next whole message for this party, or None when none arrives in time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        assembled = False
         while not self._ready:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -251,6 +256,7 @@ class RoundChannel:
                 if got is None:
                     continue
                 whole, digest = got
+                assembled = assembled or bool(chunk.payload_id)
                 try:
                     self._verifier.check(whole, digest)
                 except RejectedMessage as exc:
@@ -258,4 +264,6 @@ class RoundChannel:
                     continue
                 self.bytes_received += payload_bytes(whole)
                 self._ready.append(whole)
+        if assembled:  # the chunks' records are gone: their pages go back to the OS
+            return_freed_memory()
         return self._ready.pop(0)
