@@ -141,6 +141,9 @@ class ExecutorGroup(BaseModel):
     torch_threads: int = Field(1, ge=1, description="intra-op CPU threads per executor (torch, OpenMP, BLAS); "
                                                     "executors of one node share its cores, so 1 unless a job "
                                                     "has the node to itself (services/executor/threads.py)")
+    kafka_linger_ms: int = Field(0, ge=0, description="the executor's producer batching delay (FERRY_KAFKA__"
+                                                      "LINGER_MS is the services'): a round is a chain of "
+                                                      "request and answer, so waiting to batch only adds latency")
 
 
 class FederationGroup(BaseModel):

@@ -174,7 +174,8 @@ def main() -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        bus = make_bus(settings, f"executor-{spec.algo_task_id}", role="party")
+        kafka = settings.kafka.model_copy(update={"linger_ms": ex.kafka_linger_ms})
+        bus = make_bus(settings.model_copy(update={"kafka": kafka}), f"executor-{spec.algo_task_id}", role="party")
         await bus.start()
         try:
             return await run_task(spec, dirs, stop, bus=bus, clock=SystemClock(), heartbeat_s=ex.heartbeat_s,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import uuid
 from collections import OrderedDict
 from typing import Mapping
@@ -29,7 +28,8 @@ import numpy as np
 import structlog
 
 from services.executor.federation.identity import Trust
-from services.executor.federation.signing import RejectedMessage, Verifier, sign_message
+from services.executor.federation.signing import RejectedMessage, Verifier, payload_digest, sign_message
+from services.executor.memory import return_freed_memory
 from services.executor.round_layout import RoundLayout
 from shared import topics
 from shared.bus.port import Bus, Consumer
@@ -42,6 +42,7 @@ from shared.wire import codec
 # Room left in a record for the chunk's header fields and the envelope around it (ids,
 # producer, sequence): a few hundred bytes in practice, kept generous for long ids.
 ENVELOPE_ALLOWANCE_BYTES = 16_384
+SEND_GROUP_BYTES = 8 << 20   # chunks encoded and handed to the bus at a time
 
 
 def chunk_bytes_for(bus: Bus) -> int:
@@ -49,11 +50,14 @@ def chunk_bytes_for(bus: Bus) -> int:
 
 
 def to_tensors(arrays: Mapping[str, np.ndarray]) -> tuple[Tensor, ...]:
+    """Tensors whose data are views of the arrays (little-endian, C order; copied only when
+    the array is neither): the message refers to them until it is sent, so send it before
+    changing them in place. The codec copies them once, into the record."""
     out = []
     for name, array in arrays.items():
         a = np.ascontiguousarray(array)
-        little = a.astype(a.dtype.newbyteorder("<"), copy=False)
-        out.append(Tensor(name, little.dtype.str, tuple(a.shape), little.tobytes()))
+        little = np.ascontiguousarray(a.astype(a.dtype.newbyteorder("<"), copy=False))
+        out.append(Tensor(name, little.dtype.str, tuple(a.shape), memoryview(little.reshape(-1).view(np.uint8))))
     return tuple(out)
 
 
@@ -74,16 +78,20 @@ def from_tensors(tensors: tuple[Tensor, ...]) -> dict[str, np.ndarray]:
     return out
 
 
-def split(message: RoundMessage, chunk_bytes: int) -> list[RoundMessage]:
+def split(message: RoundMessage, chunk_bytes: int, digest: bytes | None = None) -> list[RoundMessage]:
+    """The message, or its encoding in chunks whose bodies are views of one buffer. Chunks carry
+    the SHA-256 payload digest the signature covers (`digest`, when the sender has it already),
+    which the receiver checks after reassembly without hashing the payload twice."""
     whole = codec.round_message_to_bytes(message)
     if len(whole) <= chunk_bytes:
         return [message]
-    digest = hashlib.sha256(whole).hexdigest()
+    digest = (digest or payload_digest(message)).hex()
     payload_id = uuid.uuid4().hex
     count = -(-len(whole) // chunk_bytes)
     header = dataclasses.replace(message, tensors=(), metrics={}, body=b"", payload_id=payload_id,
                                  chunk_count=count, payload_sha256=digest)
-    return [dataclasses.replace(header, chunk_index=i, body=whole[i * chunk_bytes:(i + 1) * chunk_bytes])
+    view = memoryview(whole)
+    return [dataclasses.replace(header, chunk_index=i, body=view[i * chunk_bytes:(i + 1) * chunk_bytes])
             for i in range(count)]
 
 
@@ -102,8 +110,13 @@ class Reassembler:
         self.dropped = 0
 
     def add(self, chunk: RoundMessage) -> RoundMessage | None:
+        got = self.assemble(chunk)
+        return None if got is None else got[0]
+
+    def assemble(self, chunk: RoundMessage) -> tuple[RoundMessage, bytes | None] | None:
+        """(the whole message, its payload digest when it was computed here), once complete."""
         if not chunk.payload_id:
-            return chunk
+            return chunk, None
         if not 0 <= chunk.chunk_index < chunk.chunk_count:
             raise MalformedMessage(f"chunk {chunk.chunk_index} of {chunk.chunk_count} is out of range")
         pending = self._open.setdefault(chunk.sender, OrderedDict())
@@ -118,10 +131,11 @@ class Reassembler:
             return None
         del self._parts[chunk.payload_id]
         pending.pop(chunk.payload_id, None)
-        whole = b"".join(parts[i] for i in range(chunk.chunk_count))
-        if hashlib.sha256(whole).hexdigest() != chunk.payload_sha256:
+        whole = codec.round_message_from_bytes(b"".join([parts.pop(i) for i in range(chunk.chunk_count)]))
+        digest = payload_digest(whole)
+        if digest.hex() != chunk.payload_sha256:
             raise MalformedMessage(f"payload {chunk.payload_id} fails its SHA-256 check")
-        return codec.round_message_from_bytes(whole)
+        return whole, digest
 
 
 class RoundChannel:
@@ -201,12 +215,22 @@ class RoundChannel:
     async def send(self, message: RoundMessage) -> None:
         self._warn_insecure(message.round)
         self.bytes_sent += payload_bytes(message)
+        digest = payload_digest(message)  # hashed once: signed, and checked by receivers of its chunks
         if self._trust is not None:
-            message = sign_message(message, self._trust.identity)
+            message = sign_message(message, self._trust.identity, digest=digest)
         partition = (await self.layout()).destination(message.sender, message.recipient)
-        chunks = split(message, self.chunk_bytes)
+        chunks = split(message, self.chunk_bytes, digest)
+        del message  # the chunks' buffer holds the payload now: the tensors' views may go
         key = self._task.task_id
-        await self._publisher.publish_to_partitions([(topics.ROUNDS.name, partition, key, c) for c in chunks])
+        # A few MiB of records at a time, in order: encoding every chunk first held the model's
+        # bytes three times over (buffer, records, the producer's batches) per sending party.
+        step = max(1, SEND_GROUP_BYTES // self.chunk_bytes)
+        for i in range(0, len(chunks), step):
+            await self._publisher.publish_to_partitions([(topics.ROUNDS.name, partition, key, c)
+                                                         for c in chunks[i:i + step]])
+        if len(chunks) > 1:  # a model's worth of buffers just freed: back to the OS, not the heap
+            del chunks
+            return_freed_memory()
 
     def _mine(self, m: RoundMessage) -> bool:
         return (m.task_id == self._task.task_id and m.sender != self._task.party
@@ -216,6 +240,7 @@ class RoundChannel:
         """The next whole message for this party, or None when none arrives in time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        assembled = False
         while not self._ready:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -225,16 +250,20 @@ class RoundChannel:
                     chunk = codec.decode(record.value).event
                     if not isinstance(chunk, RoundMessage) or not self._mine(chunk):
                         continue
-                    whole = self._reassembler.add(chunk)
+                    got = self._reassembler.assemble(chunk)
                 except MalformedMessage:
                     continue  # not ours to judge: the sender's consumers dead-letter it
-                if whole is None:
+                if got is None:
                     continue
+                whole, digest = got
+                assembled = assembled or bool(chunk.payload_id)
                 try:
-                    self._verifier.check(whole)
+                    self._verifier.check(whole, digest)
                 except RejectedMessage as exc:
                     self.reject(whole, exc.reason, str(exc))
                     continue
                 self.bytes_received += payload_bytes(whole)
                 self._ready.append(whole)
+        if assembled:  # the chunks' records are gone: their pages go back to the OS
+            return_freed_memory()
         return self._ready.pop(0)

@@ -33,6 +33,7 @@ from google.protobuf.message import DecodeError, Message
 from shared import events
 from shared.plain import plain_construction
 from shared.errors import MalformedMessage
+from shared.wire import splice
 from shared.wire.pb import dead_letter_pb2, envelope_pb2, flow_pb2, round_pb2, task_pb2
 
 SCHEMA_VERSION = 1
@@ -374,6 +375,8 @@ _ENVELOPE_PLAIN = plain_construction(events.Envelope)
 def encode(envelope: events.Envelope) -> bytes:
     event = envelope.event
     cls = type(event)
+    if cls is events.RoundMessage:
+        return _encode_round_envelope(envelope)
     encoder = _ENCODERS.get(cls)
     if encoder is None:
         encoder = _ENCODERS[cls] = _encoder(cls)
@@ -397,8 +400,13 @@ _PAYLOADS: dict[str, tuple[type, type[Message]]] = {name: (cls, _wire_class(cls)
 def decode(data: bytes) -> events.Envelope:
     """Bytes from the wire to an Envelope, or MalformedMessage saying why not."""
     wire = _Envelope()
+    spliced = len(data) >= SPLICE_MIN_BYTES
     try:
-        wire.ParseFromString(data)
+        if spliced:  # a round message's chunk: its payload is carved out, not copied (see splice.py)
+            rest, found = splice.carve(memoryview(data), (_ENVELOPE_PAYLOAD,))
+            wire.ParseFromString(rest)
+        else:
+            wire.ParseFromString(data)
     except DecodeError as exc:
         raise MalformedMessage(f"not a ferry.v1.Envelope: {exc}") from exc
     type_name = wire.type
@@ -412,15 +420,18 @@ def decode(data: bytes) -> events.Envelope:
         raise MalformedMessage(
             f"envelope.schema_version {schema_version} is newer than {SCHEMA_VERSION}")
     domain_cls, payload_cls = known
-    payload = payload_cls()
-    try:
-        payload.ParseFromString(wire.payload)
-    except DecodeError as exc:
-        raise MalformedMessage(f"payload is not a {type_name}: {exc}") from exc
-    decoder = _DECODERS.get(domain_cls)
-    if decoder is None:
-        decoder = _DECODERS[domain_cls] = _decoder(domain_cls)
-    event = decoder(payload)
+    if spliced and domain_cls is events.RoundMessage:
+        event = _round_message_from_view(splice.last(found, _ENVELOPE_PAYLOAD), chunk=True)
+    else:
+        payload = payload_cls()
+        try:
+            payload.ParseFromString(bytes(splice.last(found, _ENVELOPE_PAYLOAD)) if spliced else wire.payload)
+        except DecodeError as exc:
+            raise MalformedMessage(f"payload is not a {type_name}: {exc}") from exc
+        decoder = _DECODERS.get(domain_cls)
+        if decoder is None:
+            decoder = _DECODERS[domain_cls] = _decoder(domain_cls)
+        event = decoder(payload)
     if _ENVELOPE_PLAIN:
         envelope = _new(events.Envelope)
         _set_attr(envelope, "__dict__", {
@@ -454,15 +465,71 @@ def spec_from_text(text: str) -> events.AlgorithmTaskSpec:
     return from_wire(events.AlgorithmTaskSpec, msg)
 
 
+# --------------------------------------------------------------------------- round messages, spliced
+# A round message carries a model; its large byte fields are spliced around protobuf's encoding
+# of the small ones instead of copied through it (shared/wire/splice.py). Tensor.data may be any
+# buffer of bytes (a memoryview of a numpy array), and decoded tensors are memoryviews of the
+# record they came in.
+
+SPLICE_MIN_BYTES = 65_536    # smaller records decode the plain way: nothing to gain
+_ENVELOPE_PAYLOAD = envelope_pb2.Envelope.DESCRIPTOR.fields_by_name["payload"].number
+_RM = round_pb2.RoundMessage.DESCRIPTOR.fields_by_name
+_TENSORS, _BODY = _RM["tensors"].number, _RM["body"].number
+_TENSOR_DATA = round_pb2.Tensor.DESCRIPTOR.fields_by_name["data"].number
+
+
+def _round_message_parts(m: events.RoundMessage) -> list:
+    """The message's encoding as segments to join: protobuf's bytes of its small fields, then
+    each tensor (its name, dtype and shape from protobuf, its data spliced), then the body."""
+    parts: list = [to_wire(dataclasses.replace(m, tensors=(), body=b"")).SerializeToString(deterministic=True)]
+    for t in m.tensors:
+        data = memoryview(t.data).cast("B") if not isinstance(t.data, bytes) else t.data
+        inner = to_wire(dataclasses.replace(t, data=b"")).SerializeToString(deterministic=True)
+        if len(data):
+            inner += splice.header(_TENSOR_DATA, len(data))
+        parts += [splice.header(_TENSORS, len(inner) + len(data)), inner, data]
+    if len(m.body):
+        parts += [splice.header(_BODY, len(m.body)), m.body]
+    return parts
+
+
+def _encode_round_envelope(envelope: events.Envelope) -> bytes:
+    parts = _round_message_parts(envelope.event)
+    wire = _Envelope(event_id=envelope.event_id, type=_type_name(events.RoundMessage), key=envelope.key,
+                     sequence=envelope.sequence, producer=envelope.producer, timestamp_ms=envelope.timestamp_ms,
+                     schema_version=envelope.schema_version)
+    size = sum(len(p) for p in parts)
+    return b"".join([wire.SerializeToString(deterministic=True), splice.header(_ENVELOPE_PAYLOAD, size), *parts])
+
+
+def _round_message_from_view(buf, chunk: bool = False) -> events.RoundMessage:
+    """A RoundMessage whose tensors' data are views of `buf`. Its body is a view too when it is a
+    chunk (the transport joins chunks' bodies), bytes otherwise (roles parse bodies)."""
+    rest, found = splice.carve(memoryview(buf), (_TENSORS, _BODY))
+    small, datas = [rest], []
+    for tensor in found.get(_TENSORS, ()):
+        tensor_rest, tensor_found = splice.carve(tensor, (_TENSOR_DATA,))
+        datas.append(splice.last(tensor_found, _TENSOR_DATA))
+        small += [splice.header(_TENSORS, len(tensor_rest)), tensor_rest]
+    msg = _wire_class(events.RoundMessage)()
+    try:
+        msg.ParseFromString(b"".join(small))
+    except DecodeError as exc:
+        raise MalformedMessage(f"not a ferry.v1.RoundMessage: {exc}") from exc
+    event = from_wire(events.RoundMessage, msg)
+    body = splice.last(found, _BODY)
+    return dataclasses.replace(event, tensors=tuple(dataclasses.replace(t, data=d) for t, d in zip(event.tensors, datas)),
+                               body=body if chunk and event.payload_id else bytes(body))
+
+
 def round_message_to_bytes(message: events.RoundMessage) -> bytes:
-    """A RoundMessage as bytes, for splitting a large one into chunks."""
-    return to_wire(message).SerializeToString(deterministic=True)
+    """A RoundMessage as bytes, for splitting a large one into chunks (one copy of its tensors)."""
+    return b"".join(_round_message_parts(message))
 
 
 def round_message_from_bytes(data: bytes) -> events.RoundMessage:
-    msg = _wire_class(events.RoundMessage)()
+    """The message of round_message_to_bytes; its tensors' data are views of `data`."""
     try:
-        msg.ParseFromString(data)
-    except DecodeError as exc:
+        return _round_message_from_view(data)
+    except MalformedMessage as exc:
         raise MalformedMessage(f"reassembled payload is not a ferry.v1.RoundMessage: {exc}") from exc
-    return from_wire(events.RoundMessage, msg)

@@ -117,3 +117,39 @@ def test_no_protobuf_object_outlives_the_wire_edge(event):
                 walk(item)
 
     walk(decoded)
+
+
+def _model_message(**changes) -> e.RoundMessage:
+    import numpy as np
+
+    weights = np.random.default_rng(1).standard_normal(50_000).astype(np.float32)
+    message = e.RoundMessage("f1", "t1", "train", 2, 1, "a", e.RoundKind.UPDATE, "hub",
+                             (e.Tensor("w", "<f4", (50_000,), memoryview(weights.view(np.uint8))),
+                              e.Tensor("empty", "<f4", (0,), b"")),
+                             10, {"loss": 0.25}, b'{"compression": "none"}', b"sig", nonce=b"n" * 16)
+    return dataclasses.replace(message, **changes)
+
+
+def test_a_round_message_carrying_a_model_is_protobuf_that_any_parser_reads():
+    """Its tensors are spliced around protobuf's bytes (no copies), yet the record is plain protobuf."""
+    message = _model_message()
+    data = codec.encode(e.Envelope(message, "id1", "t1", 3, "a@ferry.rounds", 7))
+    wire = envelope_pb2.Envelope.FromString(data)
+    from shared.wire.pb import round_pb2
+
+    parsed = round_pb2.RoundMessage.FromString(wire.payload)
+    assert (wire.event_id, wire.sequence, parsed.sender, parsed.round, parsed.metrics["loss"]) == ("id1", 3, "a", 2, 0.25)
+    assert parsed.tensors[0].data == bytes(message.tensors[0].data) and parsed.body == message.body
+    assert [t.name for t in parsed.tensors] == ["w", "empty"] and list(parsed.tensors[0].shape) == [50_000]
+    back = codec.decode(data).event
+    assert back == message and isinstance(back.body, bytes)  # roles parse bodies: bytes, not a view
+    assert codec.round_message_from_bytes(codec.round_message_to_bytes(message)) == message
+
+
+def test_a_chunk_body_stays_a_view_and_a_truncated_record_is_malformed():
+    chunk = _model_message(tensors=(), body=bytes(100_000), payload_id="p1", chunk_count=2)
+    data = codec.encode(e.Envelope(chunk, "id1", "t1", 1, "a", 7))
+    back = codec.decode(data).event
+    assert isinstance(back.body, memoryview) and back == chunk
+    with pytest.raises(MalformedMessage):
+        codec.decode(data[:-10])

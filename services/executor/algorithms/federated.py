@@ -25,6 +25,7 @@ is reported as dp_epsilon in the round's progress and the step's result.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -37,6 +38,7 @@ from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_o
 from services.executor.federation.transcript import (AnnounceGate, RoundSetup, SetupRejected, check_setup,
                                                      setup_for)
 from services.executor.federation.updates import UpdateRejected, check_secure_sum, check_update, clip_update
+from services.executor.memory import return_freed_memory
 from services.executor.ml.local_dp import local_epsilon
 from services.executor.ml.compression import compress, decompress
 from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
@@ -86,10 +88,14 @@ class TrainingAggregator:
     async def run(self, ctx) -> RoleResult:
         _prepare_privacy(ctx)
         channel = await RoundChannel.for_role(ctx).open()
+        aggregation = _Aggregation(ctx, channel)
         try:
-            return await _Aggregation(ctx, channel).run()
+            return await aggregation.run()
         finally:
-            await channel.close()
+            try:
+                await aggregation.flush_checkpoint()  # suspended or failed mid-round: the last one is whole
+            finally:
+                await channel.close()
 
 
 class _Aggregation:
@@ -111,6 +117,12 @@ class _Aggregation:
             raise ConfigurationError(f"strategy {self.p['strategy']!r} cannot run with dp: DP-FedAvg noises the "
                                      f"sum of clipped updates; use an averaging strategy")
         self.ledger = PrivacyLedger()
+        self._saving: asyncio.Future | None = None
+
+    async def flush_checkpoint(self) -> None:
+        saving, self._saving = self._saving, None
+        if saving is not None:
+            await saving
 
     async def run(self) -> RoleResult:
         ctx, p = self.ctx, self.p
@@ -139,6 +151,8 @@ class _Aggregation:
                 updates, _, _ = await self._round(r, global_w, shape)
                 state, global_w = self._central_dp_step(state, global_w, updates)
                 metrics = {"clients": float(len(updates))}  # no train loss: it is not noised
+                del updates  # N models: not held through the next round's collection
+                return_freed_memory()
             else:
                 updates, losses, evaluations = await self._round(r, global_w, shape)
                 if evaluations and r > 1:  # the clients scored the previous round's global model
@@ -146,6 +160,8 @@ class _Aggregation:
                                      metrics=_global_scores(evaluations))
                 state, global_w = self.strategy.aggregate(state, global_w, updates)
                 metrics = {"clients": float(len(updates))}
+                del updates  # N models: not held through the next round's collection
+                return_freed_memory()
                 if not p.get("local_dp"):  # under local DP the clients keep their losses to themselves
                     metrics["train_loss"] = weighted_mean(losses)
             await self.complete_round(r, state, global_w, shape, metrics, started, (sent, received))
@@ -161,8 +177,13 @@ class _Aggregation:
                    "bytes_sent": float(self.channel.bytes_sent - bytes_before[0]),
                    "bytes_received": float(self.channel.bytes_received - bytes_before[1])}
         server_arrays, server_meta = state_to_arrays(state)
-        ctx.checkpoints.save({**_prefixed("model/", global_w), **_prefixed("server/", server_arrays)},
-                             {"round": r, "server": server_meta, "dp_multipliers": list(self.ledger.multipliers)})
+        # Written (and fsynced) in a thread while the next round runs: tens of ms of a small model's
+        # round on a busy disk. One at a time, and awaited before the role ends, suspended or not; a
+        # crash before it is whole resumes from the round before, which replays to the same model.
+        await self.flush_checkpoint()
+        self._saving = asyncio.ensure_future(asyncio.to_thread(
+            ctx.checkpoints.save, {**_prefixed("model/", global_w), **_prefixed("server/", server_arrays)},
+            {"round": r, "server": server_meta, "dp_multipliers": list(self.ledger.multipliers)}))
         metrics.update(self._privacy_metrics())
         ROUND_SECONDS.labels("aggregator").observe(ctx.clock.monotonic() - started)
         metrics = {**metrics, **self._server_evaluation(global_w, shape)}
@@ -334,9 +355,15 @@ class _Aggregation:
             ctx.check_stop()  # a resumed aggregator comes back here from its last checkpoint
             if message is not None and message.kind == RoundKind.EVALUATION:
                 results[message.sender] = dict(message.metrics)
-            elif message is not None and message.kind == RoundKind.JOIN:  # restarted after FINAL
-                await self.channel.send(self.channel.message(RoundKind.FINAL, int(p["rounds"]), recipient=message.sender,
-                                                             arrays=global_w, metrics=shape))
+            elif message is not None and message.kind == RoundKind.JOIN:
+                # Only a restarted client (a new incarnation) lost the FINAL; a client that merely
+                # heard nothing for REJOIN_AFTER_S says hello again, and must not cost a model.
+                restarted = self.incarnations.get(message.sender) != message.body
+                self.incarnations[message.sender] = message.body
+                if restarted:
+                    await self.channel.send(self.channel.message(RoundKind.FINAL, int(p["rounds"]),
+                                                                 recipient=message.sender, arrays=global_w,
+                                                                 metrics=shape))
         pairs = [(m["accuracy"], int(m["n"])) for m in results.values()]
         losses = [(m["loss"], int(m["n"])) for m in results.values()]
         metrics = {"rounds": float(p["rounds"]), "clients": float(len(self.joined)),
@@ -395,7 +422,7 @@ class TrainingClient:
                 if setup is None:
                     continue
                 started = ctx.clock.monotonic()
-                model = build_model(ModelSpec.from_params(p, setup.n_features, setup.n_classes), int(p["seed"]))
+                model = self._model(p, setup.n_features, setup.n_classes)
                 global_w = from_tensors(message.tensors)
                 set_weights(model, global_w)
                 scores = _score_previous(model, data, message.round)
@@ -406,6 +433,7 @@ class TrainingClient:
                 result = train_local(model, data.x_train, data.y_train, config,
                                      epoch_offset=(message.round - 1) * config.local_epochs, seed=seed,
                                      global_weights=global_w)
+                model.zero_grad(set_to_none=True)  # the last step's gradients: a model's worth, unused now
                 weights = clip_update(result.weights, global_w, setup.clip_norm)
                 self._dp_steps += result.dp_steps
                 # Under local DP only the DP-SGD model leaves the party: not its (un-noised) loss.
@@ -419,7 +447,8 @@ class TrainingClient:
                                                        metrics={**({"loss": loss} if loss is not None else {}),
                                                                 **scores}, body=body))
                 ROUND_SECONDS.labels("client").observe(ctx.clock.monotonic() - started)
-                ctx.checkpoints.save(result.weights, {"round": message.round, "local_dp_steps": self._dp_steps})
+                if config.local_dp is not None:  # its only state between rounds: the DP-SGD steps spent
+                    ctx.checkpoints.save({}, {"round": message.round, "local_dp_steps": self._dp_steps})
                 progress = {"train_s": result.elapsed_s, **self._local_privacy(p, config, len(data.y_train))}
                 if p.get("dp", "off") == "off" and loss is not None:  # under DP only noised sums leave the party
                     progress["train_loss"] = loss
@@ -427,12 +456,23 @@ class TrainingClient:
                                  metrics={**progress, "bytes_sent": float(channel.bytes_sent - sent),
                                           "bytes_received": float(channel.bytes_received - received
                                                                   + payload_bytes(message))})
+                # The round's models (received, trained, sent) are not kept while waiting for the next.
+                message = global_w = result = weights = arrays = None
+                return_freed_memory()
             elif message.kind == RoundKind.SECAGG and secure is not None:
                 await secure.handle(message)
             elif message.kind == RoundKind.FINAL:
                 return await self._final(ctx, channel, data, message)
             elif message.kind == RoundKind.ABORT:
                 raise TrainingFailed(f"the aggregator aborted the step: {message.body.decode(errors='replace')}")
+
+    def _model(self, p, n_features: int, n_classes: int):
+        """The round's model, built once per shape: set_weights then overwrites every tensor it
+        has (these models hold parameters only), so a round starts from the global model alone."""
+        key = (n_features, n_classes)
+        if getattr(self, "_built", (None, None))[0] != key:
+            self._built = (key, build_model(ModelSpec.from_params(p, n_features, n_classes), int(p["seed"])))
+        return self._built[1]
 
     @staticmethod
     async def _admit(ctx, channel: RoundChannel, message, gate: AnnounceGate) -> RoundSetup | None:

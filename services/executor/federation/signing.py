@@ -52,29 +52,35 @@ def payload_digest(m: RoundMessage) -> bytes:
         h.update(_frame(t.name.encode(), t.dtype.encode(), ",".join(map(str, t.shape)).encode()))
         h.update(len(t.data).to_bytes(8, "big"))
         h.update(t.data)
-    h.update(_frame(str(int(m.num_examples)).encode(), bytes(m.body)))
+    # As _frame(examples, body) would, without copying the body into the frame.
+    h.update(_frame(str(int(m.num_examples)).encode()) + len(m.body).to_bytes(8, "big"))
+    h.update(m.body)
     for name in sorted(m.metrics):
         h.update(_frame(name.encode(), struct.pack(">d", float(m.metrics[name]))))
     return h.digest()
 
 
-def signed_digest(m: RoundMessage) -> bytes:
+def signed_digest(m: RoundMessage, payload: bytes | None = None) -> bytes:
+    """What is signed: the context, the nonce and the payload digest (`payload`, when the caller
+    has hashed the payload already: a model is hashed once per message on each side)."""
     fields = (m.flow_id, m.task_id, m.step, str(int(m.round)), str(int(m.attempt)), m.kind.name, m.sender,
               m.recipient)
     return hashlib.sha256(_frame(DOMAIN, *(f.encode() for f in fields), bytes(m.nonce),
-                                 payload_digest(m))).digest()
+                                 payload if payload is not None else payload_digest(m))).digest()
 
 
-def sign_message(m: RoundMessage, identity: Identity, randbytes=os.urandom) -> RoundMessage:
+def sign_message(m: RoundMessage, identity: Identity, randbytes=os.urandom, *,
+                 digest: bytes | None = None) -> RoundMessage:
+    """`digest`: payload_digest(m), when the caller computed it."""
     if m.sender != identity.party:
         raise ValueError(f"{identity.party} cannot sign a message from {m.sender}")
     unsigned = dataclasses.replace(m, nonce=randbytes(NONCE_BYTES), signature=b"")
-    return dataclasses.replace(unsigned, signature=identity.sign(signed_digest(unsigned)))
+    return dataclasses.replace(unsigned, signature=identity.sign(signed_digest(unsigned, digest)))
 
 
-def check_signature(m: RoundMessage, public: bytes) -> None:
+def check_signature(m: RoundMessage, public: bytes, digest: bytes | None = None) -> None:
     try:
-        Ed25519PublicKey.from_public_bytes(public).verify(bytes(m.signature), signed_digest(m))
+        Ed25519PublicKey.from_public_bytes(public).verify(bytes(m.signature), signed_digest(m, digest))
     except (InvalidSignature, ValueError) as exc:
         raise RejectedMessage("bad_signature", f"{m.kind.name} from {m.sender} does not verify under "
                                                f"{m.sender}'s pinned key (forged or altered)") from exc
@@ -101,7 +107,8 @@ class Verifier:
         self._nonces: OrderedDict[bytes, None] = OrderedDict()
         self._attempts: dict[str, int] = {}
 
-    def check(self, m: RoundMessage) -> None:
+    def check(self, m: RoundMessage, digest: bytes | None = None) -> None:
+        """`digest`: payload_digest(m), when the caller computed it (the transport, on reassembly)."""
         check_context(m, self._task, self._parties)
         if self._registry is not None:
             if not m.signature or len(m.nonce) != NONCE_BYTES:
@@ -109,7 +116,7 @@ class Verifier:
             public = self._registry.key_for(m.sender)
             if public is None:
                 raise RejectedMessage("unknown_sender", f"{m.sender} has no key in {self._registry.source}")
-            check_signature(m, public)
+            check_signature(m, public, digest)
         latest = self._attempts.get(m.sender, 0)
         if m.attempt < latest:
             raise RejectedMessage("stale_attempt", f"{m.kind.name} from {m.sender} of attempt {m.attempt}; "

@@ -87,7 +87,7 @@ def model_digest(arrays: Mapping[str, np.ndarray]) -> str:
         a = np.ascontiguousarray(arrays[name])
         little = a.astype(a.dtype.newbyteorder("<"), copy=False)
         h.update(canonical([name, little.dtype.str, list(a.shape)]))
-        h.update(little.tobytes())
+        h.update(memoryview(np.ascontiguousarray(little).reshape(-1).view(np.uint8)))  # no copy
     return h.hexdigest()
 
 

@@ -34,7 +34,9 @@ def weighted_average(updates: Sequence[Update]) -> Weights:
     for k in keys:
         acc = np.zeros(np.shape(updates[0][0][k]), dtype=np.float64)
         for weights, n in updates:
-            acc += np.asarray(weights[k], dtype=np.float64) * (int(n) / total)
+            term = np.array(weights[k], dtype=np.float64)  # one float64 temporary, scaled in place
+            term *= int(n) / total
+            acc += term
         out[k] = acc
     return out
 

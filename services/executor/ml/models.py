@@ -125,14 +125,15 @@ def set_weights(model: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
     if missing or unexpected:
         raise WeightsMismatch(f"weights do not fit the model: missing {missing}, "
                               f"unexpected {unexpected}")
-    loaded = {}
     for name, tensor in current.items():
         arr = np.asarray(weights[name])
         if tuple(arr.shape) != tuple(tensor.shape):
             raise WeightsMismatch(f"weights do not fit the model: {name!r} has shape "
                                   f"{tuple(arr.shape)}, the model needs {tuple(tensor.shape)}")
-        loaded[name] = torch.tensor(arr, dtype=tensor.dtype)  # torch.tensor copies
-    model.load_state_dict(loaded, strict=True)
+    for name, tensor in current.items():
+        # Straight into the parameter's storage (state_dict tensors share it): no model-sized
+        # temporary, and `weights` may be read-only views of a received message.
+        np.copyto(tensor.detach().numpy(), np.asarray(weights[name]), casting="same_kind")
 
 
 def count_parameters(model: nn.Module) -> int:
