@@ -177,7 +177,12 @@ class MonitorService:
     default_port = 8083
 
     def __init__(self, bus: Bus, clock: Clock, store: MonitorStateStore, max_attempts: int = 3, *,
-                 lost_after_s: float = 60.0, startup_grace_s: float = 120.0):
+                 lost_after_s: float = 60.0, startup_grace_s: float = 120.0, own_process: bool = False):
+        # Freezing folded batches (_freeze_folded) suits only a process that is the monitor alone:
+        # gc.get_freeze_count() walks every frozen object, which in a process that also runs
+        # executors (the embedded platform: torch's millions of objects) made each small batch
+        # cost milliseconds, and their short-lived cycles would wait for a doubling.
+        self._freeze = own_process
         self._bus = bus
         self._clock = clock
         self._store = store
@@ -226,7 +231,7 @@ class MonitorService:
         Undecodable records go to the dead-letter topic."""
         window, before = self._window, self.state
         fold = _Fold()
-        with _paused_gc(freeze=True):
+        with _paused_gc(freeze=self._freeze):
             for start in range(0, len(records), CHUNK):
                 if start:
                     await asyncio.sleep(0)  # the Kafka clients' heartbeats and the API get a turn
@@ -380,7 +385,8 @@ class MonitorService:
             self.hub.close()
             await consumer.stop()
             self._store.close()
-            gc.unfreeze()  # stopped: what the fold froze is the collector's again (at exit, too)
+            if self._freeze:
+                gc.unfreeze()  # stopped: what the fold froze is the collector's again (at exit, too)
 
     def health(self) -> dict:
         return {"ok": True, "flows": len(self.state.flows), "tasks": len(self.state.tasks)}
@@ -396,7 +402,8 @@ def build(settings: FerrySettings, bus: Bus, clock: Clock) -> MonitorService:
     with _paused_gc():
         service = MonitorService(bus, clock, store, settings.monitor.max_attempts,
                                  lost_after_s=settings.monitor.executor_lost_after_s,
-                                 startup_grace_s=settings.monitor.executor_startup_grace_s)
+                                 startup_grace_s=settings.monitor.executor_startup_grace_s,
+                                 own_process=True)
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     return service
