@@ -32,6 +32,8 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+import structlog
+
 from services.scheduler.core.exits import SIGKILL_EXITS, SIGTERM_EXITS, classify_exit
 from shared import topics
 from shared.bus.port import Bus
@@ -41,6 +43,8 @@ from shared.messaging import EventPublisher
 
 HEARTBEAT = HEARTBEAT_STAGE
 EXIT_SUFFIX = ".exit"
+
+log = structlog.get_logger("ferry.executor.liveness")
 
 
 def exit_file(lease: Path) -> Path:
@@ -145,14 +149,15 @@ class HeartbeatThread:
         await cancel_and_wait(beats)
         try:
             await asyncio.wait_for(bus.stop(), 10.0)  # flushes the last beat
-        except (Exception, TimeoutError):
+        except Exception:  # TimeoutError included: the executor's exit must not wait on it
             pass
 
     async def _beat(self, bus: Bus) -> None:
         try:
             await bus.start()
-        except Exception:
-            return  # no bus for the beats: the monitor judges this executor by its other reports
+        except Exception as exc:  # no bus for the beats: the monitor judges this executor by its other reports
+            log.warning("executor.heartbeat_bus_unavailable", algo_task_id=self._spec.algo_task_id, error=str(exc))
+            return
         await heartbeat(EventPublisher(bus, f"executor/{self._spec.algo_task_id}/heartbeat", self._clock),
                         self._spec, self._every_s, self._clock, self._lease, alive=self._loop_turns)
 
