@@ -74,6 +74,15 @@ class RetryGroup(BaseModel):
         return BackoffPolicy(self.initial_s, self.multiplier, self.max_delay_s, self.max_attempts)
 
 
+class HeartbeatBusRetryGroup(RetryGroup):
+    """The executor's heartbeat bus retries for longer than a service's handler: a broker
+    restart can take a minute, and each Kafka attempt itself waits up to 60 s."""
+
+    initial_s: float = 1.0
+    max_delay_s: float = 30.0
+    max_attempts: int = 30
+
+
 class SchedulerGroup(BaseModel):
     runner: Literal["local", "kubernetes", "inline"] = "local"
     node_registry: Path | None = Field(None, description="YAML file mapping parties to data nodes")
@@ -136,6 +145,15 @@ class ExecutorGroup(BaseModel):
         900.0, gt=0, description="the heartbeat thread beats through synchronous work (a long import or training "
                                  "step) but stops once the executor's event loop has not turned for this long, so "
                                  "that a hung executor is declared lost and retried")
+    heartbeat_bus_retry: HeartbeatBusRetryGroup = Field(
+        default_factory=HeartbeatBusRetryGroup,
+        description="backoff between attempts to start the heartbeat thread's own bus (FERRY_EXECUTOR__"
+                    "HEARTBEAT_BUS_RETRY__INITIAL_S, ...): a broker unreachable as the executor starts must not "
+                    "silence its heartbeats for good; after max_attempts it gives up (logged), and the monitor "
+                    "judges the executor by its other reports")
+    heartbeat_bus_start_timeout_s: float = Field(
+        90.0, gt=0, description="one attempt to start the heartbeat bus ends after this long (the Kafka adapter "
+                                "itself waits up to 60 s for a broker that is down, then fails the attempt)")
     lease_file: Path | None = Field(None, description="local runner: the lease the executor touches on each "
                                                       "heartbeat and writes its exit code next to (set by the runner)")
     torch_threads: int = Field(1, ge=1, description="intra-op CPU threads per executor (torch, OpenMP, BLAS); "

@@ -11,7 +11,9 @@ orphaned in the monitor's eyes. So an executor
   heartbeat on that loop would fall silent and get a live executor retried
   beside itself. Importing the heavy libraries before the first beat would
   cover start-up only, not a long step. The thread still stops beating once the
-  main loop has not turned for `max_blocked_s`: a hung executor must be lost;
+  main loop has not turned for `max_blocked_s`: a hung executor must be lost.
+  Its bus is retried with backoff when it cannot start (a broker unreachable as
+  the executor starts): silent beats would get a live executor declared lost;
 - touches its lease file on each heartbeat, when the local runner gave it one,
   so a restarted scheduler can tell a live executor from a hung one;
 - reports its own exit as its last act: an Observation on ferry.observations
@@ -27,6 +29,7 @@ the runner's observation says that.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
 from pathlib import Path
@@ -40,9 +43,11 @@ from shared.bus.port import Bus
 from shared.clock import Clock
 from shared.events import HEARTBEAT_STAGE, AlgorithmTaskSpec, ExecutorProgress, Observation, Phase
 from shared.messaging import EventPublisher
+from shared.retry import BackoffPolicy
 
 HEARTBEAT = HEARTBEAT_STAGE
 EXIT_SUFFIX = ".exit"
+HEARTBEAT_BUS_RETRY = BackoffPolicy(1.0, 2.0, 30.0, 30)  # FERRY_EXECUTOR__HEARTBEAT_BUS_RETRY__*'s defaults
 
 log = structlog.get_logger("ferry.executor.liveness")
 
@@ -97,12 +102,17 @@ class HeartbeatThread:
     `make_bus` builds the thread's own bus (a second producer): the executor's bus
     belongs to the main event loop, which may be the one blocked. The main loop
     proves it turns by calling tick() (keep_ticking()); once it has not for
-    `max_blocked_s`, the beats stop, so that a hung executor is declared lost."""
+    `max_blocked_s`, the beats stop, so that a hung executor is declared lost.
+    A bus that fails to start (within `bus_start_timeout_s`) is replaced by a new
+    one after the next delay of `bus_retry`, until that policy gives up."""
 
     def __init__(self, make_bus: Callable[[], Bus], spec: AlgorithmTaskSpec, every_s: float, clock: Clock,
-                 lease: Path | None = None, max_blocked_s: float = 900.0):
+                 lease: Path | None = None, max_blocked_s: float = 900.0,
+                 bus_retry: BackoffPolicy = HEARTBEAT_BUS_RETRY, bus_start_timeout_s: float = 90.0):
         self._make_bus, self._spec, self._every_s, self._clock = make_bus, spec, every_s, clock
         self._lease, self._max_blocked_s = lease, max_blocked_s
+        self._bus_retry, self._bus_start_timeout_s = bus_retry, bus_start_timeout_s
+        self._bus: Bus | None = None  # the one being started or started: stop() closes it
         self._last_tick = clock.monotonic()
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,26 +153,58 @@ class HeartbeatThread:
         self._loop = asyncio.get_running_loop()
         if self._stopping.is_set():  # stopped before this loop existed to be woken
             return
-        bus = self._make_bus()
-        beats = asyncio.create_task(self._beat(bus))
+        beats = asyncio.create_task(self._beat())
         await self._wake.wait()
-        await cancel_and_wait(beats)
-        try:
-            await asyncio.wait_for(bus.stop(), 10.0)  # flushes the last beat
-        except Exception:  # TimeoutError included: the executor's exit must not wait on it
-            pass
+        await cancel_and_wait(beats)  # a backoff wait or a start attempt included
+        if self._bus is not None:
+            await _stop_quietly(self._bus, 10.0)  # flushes the last beat
 
-    async def _beat(self, bus: Bus) -> None:
-        try:
-            await bus.start()
-        except Exception as exc:  # no bus for the beats: the monitor judges this executor by its other reports
-            log.warning("executor.heartbeat_bus_unavailable", algo_task_id=self._spec.algo_task_id, error=str(exc))
+    async def _beat(self) -> None:
+        bus = await self._started_bus()
+        if bus is None:  # no bus for the beats: the monitor judges this executor by its other reports
             return
         await heartbeat(EventPublisher(bus, f"executor/{self._spec.algo_task_id}/heartbeat", self._clock),
                         self._spec, self._every_s, self._clock, self._lease, alive=self._loop_turns)
 
+    async def _started_bus(self) -> Bus | None:
+        """A started bus, a new one per attempt; None once the policy gives up or the error says
+        retrying cannot help (a refused identity). The lease is touched meanwhile: the executor lives."""
+        delays = self._bus_retry.delays()
+        for attempt in itertools.count(1):
+            self._bus = bus = self._make_bus()
+            try:
+                await asyncio.wait_for(bus.start(), self._bus_start_timeout_s)
+                return bus
+            except Exception as exc:  # TimeoutError included
+                self._bus = None
+                await _stop_quietly(bus, 5.0)
+                delay = next(delays, None) if getattr(exc, "retriable", True) else None
+                error = f"{type(exc).__name__}: {exc}"
+                if delay is None:
+                    log.error("executor.heartbeat_bus_gave_up", algo_task_id=self._spec.algo_task_id,
+                              attempts=attempt, error=error)
+                    return None
+                log.warning("executor.heartbeat_bus_unavailable", algo_task_id=self._spec.algo_task_id,
+                            attempt=attempt, retry_in_s=delay, error=error)
+                await self._wait_touching(delay)
+        return None  # not reached: itertools.count() is endless
+
+    async def _wait_touching(self, seconds: float) -> None:
+        deadline = self._clock.monotonic() + seconds
+        while (left := deadline - self._clock.monotonic()) > 0:
+            if self._loop_turns():
+                touch(self._lease)
+            await self._clock.sleep(min(left, self._every_s))
+
     def _loop_turns(self) -> bool:
         return not self._stopping.is_set() and self.blocked_s() < self._max_blocked_s
+
+
+async def _stop_quietly(bus: Bus, timeout_s: float) -> None:
+    try:
+        await asyncio.wait_for(bus.stop(), timeout_s)
+    except Exception:  # TimeoutError included: the executor's exit must not wait on it
+        pass
 
 
 async def cancel_and_wait(task: asyncio.Task) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import os
 import signal
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import structlog
 
@@ -30,6 +30,10 @@ from shared.clock import Clock, SystemClock
 from shared.errors import ConfigurationError, DataError, FerryError, Suspended
 from shared.events import AlgorithmTaskSpec, ExecutorProgress
 from shared.messaging import EventPublisher
+from shared.retry import BackoffPolicy
+
+if TYPE_CHECKING:
+    from shared.settings import FerrySettings
 
 
 def _data_opener(data_dir: Path | None, spec: AlgorithmTaskSpec) -> Callable[[], Any] | None:
@@ -68,7 +72,9 @@ async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio
                    clock: Clock, registry: AlgorithmRegistry | None = None, heartbeat_s: float = 5.0,
                    lease: Path | None = None, trust: Callable[[], Trust] | Trust | None = None,
                    max_incomplete_payloads: int = 8, heartbeat_bus: Callable[[], Bus] | None = None,
-                   heartbeat_max_blocked_s: float = 900.0) -> int:
+                   heartbeat_max_blocked_s: float = 900.0,
+                   heartbeat_bus_retry: BackoffPolicy = liveness.HEARTBEAT_BUS_RETRY,
+                   heartbeat_bus_start_timeout_s: float = 90.0) -> int:
     """Run one attempt of an algorithm task, heartbeating, and report how it ended; returns the exit code.
 
     The exit report is the last act (liveness.py): the executor's own word, so its end
@@ -76,7 +82,9 @@ async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio
     trust: this party's identity and the federation's keys, or a loader of them (called inside,
     so that a bad key file fails the task with its reason like any configuration error).
     heartbeat_bus: makes the heartbeat thread's own bus (a process executor); without it the
-    heartbeat runs on this event loop (an inline executor, whose loop is the monitor's too).
+    heartbeat runs on this event loop (an inline executor, whose loop is the monitor's too);
+    heartbeat_bus_retry and heartbeat_bus_start_timeout_s: how that bus is retried when it
+    cannot start (liveness.HeartbeatThread).
     """
     bus = MeteredBus(bus)  # each round report logs the bytes this executor produced and fetched
     publisher = EventPublisher(bus, f"executor/{spec.algo_task_id}", clock)
@@ -85,7 +93,8 @@ async def run_task(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asyncio
         beats = asyncio.create_task(liveness.heartbeat(
             EventPublisher(bus, f"executor/{spec.algo_task_id}/heartbeat", clock), spec, heartbeat_s, clock, lease))
     else:  # beats go on through a role's long synchronous work (liveness.py)
-        thread = liveness.HeartbeatThread(heartbeat_bus, spec, heartbeat_s, clock, lease, heartbeat_max_blocked_s)
+        thread = liveness.HeartbeatThread(heartbeat_bus, spec, heartbeat_s, clock, lease, heartbeat_max_blocked_s,
+                                          heartbeat_bus_retry, heartbeat_bus_start_timeout_s)
         thread.start()
         beats = asyncio.create_task(thread.keep_ticking())
     failure: list[str] = []
@@ -146,11 +155,28 @@ async def _run_role(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asynci
         return 1
 
 
+def kafka_buses(settings: FerrySettings, spec: AlgorithmTaskSpec) -> tuple[Bus, Callable[[], Bus]]:
+    """The executor's bus (role party, the executor's own linger) and the maker of its heartbeat
+    thread's bus (a second producer, see liveness.HeartbeatThread)."""
+    from shared.runtime import make_bus
+
+    kafka = settings.kafka.model_copy(update={"linger_ms": settings.executor.kafka_linger_ms})
+    bus = make_bus(settings.model_copy(update={"kafka": kafka}), f"executor-{spec.algo_task_id}", role="party")
+    return bus, lambda: make_bus(settings, f"executor-{spec.algo_task_id}-heartbeat", role="party")
+
+
+def heartbeat_options(settings: FerrySettings) -> dict[str, Any]:
+    """run_task's heartbeat arguments from FERRY_EXECUTOR__*."""
+    ex = settings.executor
+    return {"heartbeat_s": ex.heartbeat_s, "heartbeat_max_blocked_s": ex.heartbeat_max_blocked_s,
+            "heartbeat_bus_retry": ex.heartbeat_bus_retry.policy(),
+            "heartbeat_bus_start_timeout_s": ex.heartbeat_bus_start_timeout_s}
+
+
 def main() -> int:
     import os
 
     from shared.logging import configure_logging
-    from shared.runtime import make_bus
     from shared.settings import FerrySettings
     from shared.wire.codec import spec_from_text
 
@@ -174,16 +200,12 @@ def main() -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        kafka = settings.kafka.model_copy(update={"linger_ms": ex.kafka_linger_ms})
-        bus = make_bus(settings.model_copy(update={"kafka": kafka}), f"executor-{spec.algo_task_id}", role="party")
+        bus, heartbeat_bus = kafka_buses(settings, spec)
         await bus.start()
         try:
-            return await run_task(spec, dirs, stop, bus=bus, clock=SystemClock(), heartbeat_s=ex.heartbeat_s,
-                                  lease=ex.lease_file, trust=trust,
+            return await run_task(spec, dirs, stop, bus=bus, clock=SystemClock(), lease=ex.lease_file, trust=trust,
                                   max_incomplete_payloads=fed.max_incomplete_payloads,
-                                  heartbeat_bus=lambda: make_bus(settings, f"executor-{spec.algo_task_id}-heartbeat",
-                                                                 role="party"),
-                                  heartbeat_max_blocked_s=ex.heartbeat_max_blocked_s)
+                                  heartbeat_bus=heartbeat_bus, **heartbeat_options(settings))
         finally:
             await bus.stop()
 
