@@ -155,22 +155,34 @@ async def _run_role(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asynci
         return 1
 
 
-def kafka_buses(settings: FerrySettings, spec: AlgorithmTaskSpec) -> tuple[Bus, Callable[[], Bus]]:
-    """The executor's bus (role party, the executor's own linger) and the maker of its heartbeat
-    thread's bus (a second producer, see liveness.HeartbeatThread)."""
-    from shared.runtime import make_bus
-
-    kafka = settings.kafka.model_copy(update={"linger_ms": settings.executor.kafka_linger_ms})
-    bus = make_bus(settings.model_copy(update={"kafka": kafka}), f"executor-{spec.algo_task_id}", role="party")
-    return bus, lambda: make_bus(settings, f"executor-{spec.algo_task_id}-heartbeat", role="party")
-
-
 def heartbeat_options(settings: FerrySettings) -> dict[str, Any]:
     """run_task's heartbeat arguments from FERRY_EXECUTOR__*."""
     ex = settings.executor
     return {"heartbeat_s": ex.heartbeat_s, "heartbeat_max_blocked_s": ex.heartbeat_max_blocked_s,
             "heartbeat_bus_retry": ex.heartbeat_bus_retry.policy(),
             "heartbeat_bus_start_timeout_s": ex.heartbeat_bus_start_timeout_s}
+
+
+async def run_with_settings(spec: AlgorithmTaskSpec, settings: FerrySettings, stop: asyncio.Event, *,
+                            trust: Callable[[], Trust] | None = None,
+                            registry: AlgorithmRegistry | None = None) -> int:
+    """One attempt as an executor process runs it: its Kafka bus (role party, the executor's own
+    linger), its heartbeat thread's bus (a second producer) and the heartbeat from `settings`."""
+    from shared.runtime import make_bus
+
+    ex = settings.executor
+    dirs = {"data": ex.data_dir, "checkpoints": ex.checkpoint_dir, "artifacts": ex.artifacts_dir}
+    kafka = settings.kafka.model_copy(update={"linger_ms": ex.kafka_linger_ms})
+    bus = make_bus(settings.model_copy(update={"kafka": kafka}), f"executor-{spec.algo_task_id}", role="party")
+    await bus.start()
+    try:
+        return await run_task(
+            spec, dirs, stop, bus=bus, clock=SystemClock(), registry=registry, lease=ex.lease_file, trust=trust,
+            max_incomplete_payloads=settings.federation.max_incomplete_payloads,
+            heartbeat_bus=lambda: make_bus(settings, f"executor-{spec.algo_task_id}-heartbeat", role="party"),
+            **heartbeat_options(settings))
+    finally:
+        await bus.stop()
 
 
 def main() -> int:
@@ -188,8 +200,6 @@ def main() -> int:
         structlog.get_logger().error("executor.no_task", reason="FERRY_TASK_SPEC is not set")
         return ConfigurationError.exit_code
     spec = spec_from_text(text)
-    ex = settings.executor
-    dirs = {"data": ex.data_dir, "checkpoints": ex.checkpoint_dir, "artifacts": ex.artifacts_dir}
     fed = settings.federation
 
     def trust() -> Trust:
@@ -200,13 +210,6 @@ def main() -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        bus, heartbeat_bus = kafka_buses(settings, spec)
-        await bus.start()
-        try:
-            return await run_task(spec, dirs, stop, bus=bus, clock=SystemClock(), lease=ex.lease_file, trust=trust,
-                                  max_incomplete_payloads=fed.max_incomplete_payloads,
-                                  heartbeat_bus=heartbeat_bus, **heartbeat_options(settings))
-        finally:
-            await bus.stop()
+        return await run_with_settings(spec, settings, stop, trust=trust)
 
     return asyncio.run(go())
