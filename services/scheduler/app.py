@@ -223,7 +223,19 @@ def _gated(settings: FerrySettings, clock: Clock, make_runner, node_of=lambda pa
 
 
 _SCHEDULER_ONLY = frozenset({"FERRY_KAFKA__TLS_CA_FILE", "FERRY_KAFKA__TLS_CERT_FILE", "FERRY_KAFKA__TLS_KEY_FILE",
-                             "FERRY_KAFKA__TLS_CERT_DIR"})
+                             "FERRY_KAFKA__TLS_CERT_DIR",
+                             # paths on the scheduler's host: a Pod gets its own from its Job's volumes
+                             "FERRY_EXECUTOR__DATA_DIR", "FERRY_EXECUTOR__CHECKPOINT_DIR",
+                             "FERRY_EXECUTOR__ARTIFACTS_DIR", "FERRY_EXECUTOR__LEASE_FILE"})
+
+
+def executor_pod_env(environ: dict[str, str], bootstrap: str) -> dict[str, str]:
+    """What a scheduler passes on to its executor Pods: the bus, logging, retry and executor settings
+    (heartbeats, threads, ...), never its own HTTP and runner settings nor its host's paths."""
+    env = {k: v for k, v in environ.items()
+           if k.startswith(("FERRY_KAFKA__", "FERRY_LOG__", "FERRY_RETRY__", "FERRY_EXECUTOR__"))
+           and k not in _SCHEDULER_ONLY}
+    return env | {"FERRY_KAFKA__BOOTSTRAP": bootstrap, "FERRY_BUS__KIND": "kafka"}
 
 
 def _kubernetes(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerService:
@@ -233,11 +245,7 @@ def _kubernetes(settings: FerrySettings, bus: Bus, clock: Clock) -> SchedulerSer
     if settings.scheduler.node_registry is None:
         raise SystemExit("FERRY_SCHEDULER__NODE_REGISTRY must name the node registry (docs/node-registry.md)")
     registry = load_node_registry(settings.scheduler.node_registry, default_namespace=settings.scheduler.namespace)
-    # Executors get the bus and logging settings only: the scheduler's own HTTP and runner
-    # settings must not leak into pods, nor its certificate's paths (a Pod mounts its party's own).
-    env = {k: v for k, v in os.environ.items() if k.startswith(("FERRY_KAFKA__", "FERRY_LOG__", "FERRY_RETRY__"))
-           and k not in _SCHEDULER_ONLY}
-    env |= {"FERRY_KAFKA__BOOTSTRAP": settings.kafka.bootstrap, "FERRY_BUS__KIND": "kafka"}
+    env = executor_pod_env(dict(os.environ), settings.kafka.bootstrap)
     sched = settings.scheduler
     credentials = PartyCredentials(sched.executor_identity_secret, sched.executor_key_registry,
                                    "" if settings.kafka.insecure_plaintext else sched.executor_kafka_tls_secret)

@@ -40,3 +40,14 @@ def test_local_cpu_limits_are_read_from_the_environment_and_a_bad_one_stops_the_
     monkeypatch.setenv("FERRY_SCHEDULER__LOCAL_CPU_LIMITS", '{"hospital-c": "100m", "hospital-a": 0.5}')
     assert FerrySettings().scheduler.local_cpu_limits == {"hospital-c": "100m", "hospital-a": 0.5}
     assert build(FerrySettings(), InMemoryBus(), ManualClock()).runner.name == "local"  # this machine has cgroups
+
+
+def test_executor_pods_get_the_executor_settings_but_not_the_schedulers_own_or_its_host_paths():
+    from services.scheduler.app import executor_pod_env
+
+    env = executor_pod_env({"FERRY_EXECUTOR__HEARTBEAT_S": "2", "FERRY_EXECUTOR__HEARTBEAT_BUS_RETRY__MAX_ATTEMPTS": "5",
+                            "FERRY_EXECUTOR__DATA_DIR": "/srv/scheduler-host", "FERRY_EXECUTOR__LEASE_FILE": "/x",
+                            "FERRY_KAFKA__TLS_KEY_FILE": "/etc/ferry/scheduler.key", "FERRY_LOG__LEVEL": "DEBUG",
+                            "FERRY_HTTP__PORT": "8082", "FERRY_SCHEDULER__RUNNER": "kubernetes"}, "kafka:9093")
+    assert env == {"FERRY_EXECUTOR__HEARTBEAT_S": "2", "FERRY_EXECUTOR__HEARTBEAT_BUS_RETRY__MAX_ATTEMPTS": "5",
+                   "FERRY_LOG__LEVEL": "DEBUG", "FERRY_KAFKA__BOOTSTRAP": "kafka:9093", "FERRY_BUS__KIND": "kafka"}
