@@ -29,3 +29,27 @@ def test_evolve_equals_dataclasses_replace_and_leaves_the_original_alone():
     changed = evolve(algo, round=3, status=Status.SUCCEEDED)
     assert changed == dataclasses.replace(algo, round=3, status=Status.SUCCEEDED)
     assert (algo.round, algo.status) == (0, Status.RUNNING)
+
+
+def test_slots_constructors_build_what_the_classes_build_and_stay_frozen():
+    """The fold builds Records, Decisions and RoundPoints through slots_constructor: the same
+    objects as the constructors (positional, keyword, defaults), and as frozen."""
+    import pytest
+
+    from services.monitor.core.decide import Decision, Verdict
+    from services.monitor.core.rounds import RoundPoint
+    from services.monitor.core.state import Outcome, Record
+    from shared.plain import slots_constructor
+
+    record = slots_constructor(Record)
+    args = (Outcome.APPLIED, Status.RUNNING, Status.SUCCEEDED, 2, "e1", "ferry.v1.JobEvent", 17)
+    assert record(*args) == Record(*args) and record(*args, reason="r") == Record(*args, "r")
+    assert type(record(*args)) is Record and record(*args).reason == ""
+    decision = slots_constructor(Decision)
+    assert decision(Verdict.IGNORE, reason="why") == Decision(Verdict.IGNORE, None, 0, "why")
+    assert slots_constructor(RoundPoint)(1, 1, 5, {"loss": 0.5}) == RoundPoint(1, 1, 5, {"loss": 0.5})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record(*args).attempt = 3
+    with pytest.raises(TypeError):
+        record(Outcome.APPLIED)  # a missing argument is refused as by the constructor
+    assert slots_constructor(AlgoTask) is AlgoTask  # no slots: the class itself (see shared.plain.new)

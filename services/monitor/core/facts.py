@@ -12,7 +12,7 @@ from services.monitor.core.decide import Verdict, decide
 from services.monitor.core.dedup import duplicate, seen
 from services.monitor.core.draft import Draft
 from services.monitor.core.effects import Anomaly
-from services.monitor.core.rounds import RoundPoint, record_round
+from services.monitor.core.rounds import record_round, round_point
 from services.monitor.core.state import AlgoTask, Outcome, Task, append_record, evolve
 from services.monitor.core.transitions import Fact, classify
 from shared.events import HEARTBEAT_STAGE, Envelope, JobEvent
@@ -85,7 +85,7 @@ def _absorb(algo: AlgoTask, fact: Fact, event, at_ms: int) -> AlgoTask:
             return evolve(algo, job_attempt=event.attempt, updated_at_ms=at_ms, spoke_attempt=event.attempt)
         rounds = algo.rounds
         if event.round > 0 and event.metrics:
-            rounds = record_round(rounds, RoundPoint(event.round, event.attempt, at_ms, dict(event.metrics)))
+            rounds = record_round(rounds, round_point(event.round, event.attempt, at_ms, dict(event.metrics)))
         # A report without round numbers ("started", "finished") keeps the last known round.
         numbered = event.round or event.total_rounds
         return evolve(

@@ -19,10 +19,11 @@ from collections.abc import Iterable, Iterator, Mapping
 import orjson
 
 from services.monitor.core.pmap import PMap
-from services.monitor.core.rounds import RoundPoint
+from services.monitor.core.rounds import RoundPoint, round_point
 from services.monitor.core.state import (DEFAULT_MAX_ATTEMPTS, AlgoTask, Flow, MonitorState, Outcome,
                                          Record, Task)
 from shared.events import CommandKind, Envelope, Status
+from shared.plain import slots_constructor
 from shared.wire import codec
 
 FORMAT = 1
@@ -171,6 +172,7 @@ def _finite_metrics(task: Task) -> bool:
         return False
 
 
+_record_of = slots_constructor(Record)  # as Record(...): restore() builds millions
 _OUTCOMES = {outcome: outcome.value for outcome in Outcome}  # Enum.value is a Python-level property
 
 
@@ -198,13 +200,13 @@ def _status(value) -> Status | None:
 
 
 def _history(rows) -> tuple[Record, ...]:
-    return tuple(Record(Outcome(o), _status(f), _status(t), attempt, event_id, cause_type, at_ms, reason)
+    return tuple(_record_of(Outcome(o), _status(f), _status(t), attempt, event_id, cause_type, at_ms, reason)
                  for o, f, t, attempt, event_id, cause_type, at_ms, reason in rows)
 
 
 def _rounds(rows) -> tuple[RoundPoint, ...]:
     # Snapshots written before per-round history existed have no "rounds": an empty history.
-    return tuple(RoundPoint(number, attempt, at_ms, metrics) for number, attempt, at_ms, metrics in rows)
+    return tuple(round_point(number, attempt, at_ms, metrics) for number, attempt, at_ms, metrics in rows)
 
 
 def _seqs(rows) -> dict[tuple[str, str], int]:
