@@ -24,6 +24,20 @@ def test_every_evolve_call_names_real_fields():
     assert calls > 10
 
 
+def test_the_changes_handed_to_evolve_as_dicts_name_real_fields():
+    """facts._absorbed and changes.move_algo build evolve()'s keywords as dict literals."""
+    checked = 0
+    for path in Path(core.__file__).parent.glob("*.py"):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, ast.FunctionDef) and fn.name in ("_absorbed", "move_algo"):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.Dict):
+                        names = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+                        assert names <= FIELDS, (path.name, node.lineno, names - FIELDS)
+                        checked += 1
+    assert checked >= 5
+
+
 def test_evolve_equals_dataclasses_replace_and_leaves_the_original_alone():
     algo = AlgoTask("a1", "p", "r", Status.RUNNING, 1)
     changed = evolve(algo, round=3, status=Status.SUCCEEDED)

@@ -173,12 +173,10 @@ def _finite_metrics(task: Task) -> bool:
 
 
 _record_of = slots_constructor(Record)  # as Record(...): restore() builds millions
-_OUTCOMES = {outcome: outcome.value for outcome in Outcome}  # Enum.value is a Python-level property
-
-
 def _record(r: Record) -> list:
-    # Statuses as they are (_dump writes an IntEnum as its number): a snapshot holds many records.
-    return [_OUTCOMES[r.outcome], r.from_status, r.to_status, r.attempt, r.cause_event_id, r.cause_type, r.at_ms,
+    # Statuses as they are (_dump writes an IntEnum as its number), the outcome's value read off
+    # the member (Enum.value is a Python-level property): a snapshot holds many records.
+    return [r.outcome._value_, r.from_status, r.to_status, r.attempt, r.cause_event_id, r.cause_type, r.at_ms,
             r.reason]
 
 
