@@ -158,11 +158,12 @@ class _Window:
         self.offsets: dict[TopicPartition, int] = {}
         self.wire: dict[int, tuple[object, bytes]] = {}
 
-    def add(self, records: list[Record], fold: _Fold) -> None:
+    def add(self, records: list[Record], fold: _Fold, offsets: dict[TopicPartition, int]) -> None:
+        """`offsets`: next_offsets(records), as the batch's chunks found them."""
         self.events += len(records)
         self.flow_ids.update(fold.flow_ids)
         self.task_ids.update(fold.task_ids)
-        self.offsets.update(next_offsets(records))
+        self.offsets.update(offsets)
         self.wire.update(fold.wire)
 
 
@@ -240,16 +241,19 @@ class MonitorService:
         Undecodable records go to the dead-letter topic."""
         window = self._window
         fold = _Fold()
+        batch_offsets: dict[TopicPartition, int] = {}
         with _paused_gc(freeze=self._freeze):
             for start in range(0, len(records), CHUNK):
                 if start:
                     await asyncio.sleep(0)  # the Kafka clients' heartbeats and the API get a turn
                 chunk = records[start:start + CHUNK]
                 self._fold(chunk, fold)
-                self._folded.update(next_offsets(chunk))  # before the next await: a rebalance may seek
+                offsets = next_offsets(chunk)
+                self._folded.update(offsets)  # before the next await: a rebalance may seek
+                batch_offsets.update(offsets)  # a later chunk's offset of a partition is past an earlier's
             for record, exc in fold.malformed:
                 await self._dead_letters.send(record, exc)
-            window.add(records, fold)
+            window.add(records, fold, batch_offsets)
             items = self._envelopes(fold.outbox)
             fold.outbox.clear()  # encoded: its objects need not outlive the batch (nor be walked by the GC)
             state = self.state
