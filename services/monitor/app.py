@@ -29,8 +29,7 @@ from services.monitor.api import build_router
 from services.monitor.dashboard.hub import ChangeHub
 from services.monitor.dashboard.routes import build_dashboard_router
 from services.monitor.rounds_api import build_rounds_router
-from services.monitor.core import (Batch, CancelSiblings, MonitorState, restore, snapshot_flow, snapshot_task,
-                                   touched_since)
+from services.monitor.core import Batch, CancelSiblings, MonitorState, restore, snapshot_flow, snapshot_task
 from services.monitor.core.effects import Anomaly, CommandRejected, DuplicateDropped
 from services.monitor.core.liveness import lost_executors
 from shared import topics
@@ -83,6 +82,7 @@ def _paused_gc(freeze: bool = False):
 # Frozen objects since the last full collection that trigger the next one (see _freeze_folded).
 FULL_COLLECTION_MIN = 1_000_000
 _next_full_collection = 0
+_frozen = 0  # frozen objects, as counted at the last full collection plus what each batch added
 
 
 def _freeze_folded() -> None:
@@ -95,18 +95,28 @@ def _freeze_folded() -> None:
     until the frozen objects have doubled (and grown by FULL_COLLECTION_MIN) since the last
     full collection: then one runs over everything (unfreeze, collect, freeze again). So cyclic
     garbage is reclaimed, later, and each object is walked a bounded number of times, as the
-    collector's own rule for its oldest generation does."""
-    global _next_full_collection
+    collector's own rule for its oldest generation does.
+
+    The frozen objects are counted by what each batch added (the youngest generation's count:
+    tracked objects allocated, less those freed, since the last freeze), not by
+    gc.get_freeze_count(), which walks every frozen object: at every batch that walk cost
+    more than a twentieth of the monitor's CPU, growing with the state. The exact count is
+    taken again at each full collection (and the first time)."""
+    global _next_full_collection, _frozen
+    added = gc.get_count()[0]
     gc.freeze()
-    frozen = gc.get_freeze_count()
-    if frozen <= _next_full_collection:
+    if not _next_full_collection:
+        _frozen = gc.get_freeze_count()
+    else:
+        _frozen += added
+    if _frozen <= _next_full_collection:
         return
     if _next_full_collection:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
-        frozen = gc.get_freeze_count()
-    _next_full_collection = max(2 * frozen, frozen + FULL_COLLECTION_MIN)
+        _frozen = gc.get_freeze_count()
+    _next_full_collection = max(2 * _frozen, _frozen + FULL_COLLECTION_MIN)
 
 
 class _Fold:
@@ -118,8 +128,8 @@ class _Fold:
         self.outbox: list[tuple[str, str, object]] = []   # (topic, key, event) to publish
         self.wire: dict[int, tuple[object, bytes]] = {}   # id(parked envelope) -> (it, the bytes it came from)
         self.malformed: list[tuple[Record, MalformedMessage]] = []
-        self.flow_ids: set[str] = set()   # every flow and task id the batch's events named
-        self.task_ids: set[str] = set()
+        self.flow_ids: dict[str, None] = {}   # the flows and tasks whose entries the batch replaced
+        self.task_ids: dict[str, None] = {}
         self.consumed: Counter[str] = Counter()
         self.transitions: Counter[tuple[EntityKind, Status]] = Counter()
         self.anomalies: Counter[str] = Counter()
@@ -135,25 +145,25 @@ class _Fold:
 
 
 class _Window:
-    """What was folded since the last checkpoint: the state then, the ids named since, where
+    """What was folded since the last checkpoint: the ids of the entries replaced since, where
     the input partitions stand now, and the wire bytes of the envelopes parked meanwhile."""
 
-    __slots__ = ("before", "opened_ms", "events", "flow_ids", "task_ids", "offsets", "wire")
+    __slots__ = ("opened_ms", "events", "flow_ids", "task_ids", "offsets", "wire")
 
-    def __init__(self, before: MonitorState, opened_ms: int) -> None:
-        self.before = before
+    def __init__(self, opened_ms: int) -> None:
         self.opened_ms = opened_ms
         self.events = 0
-        self.flow_ids: set[str] = set()
-        self.task_ids: set[str] = set()
+        self.flow_ids: dict[str, None] = {}
+        self.task_ids: dict[str, None] = {}
         self.offsets: dict[TopicPartition, int] = {}
         self.wire: dict[int, tuple[object, bytes]] = {}
 
-    def add(self, records: list[Record], fold: _Fold) -> None:
+    def add(self, records: list[Record], fold: _Fold, offsets: dict[TopicPartition, int]) -> None:
+        """`offsets`: next_offsets(records), as the batch's chunks found them."""
         self.events += len(records)
-        self.flow_ids |= fold.flow_ids
-        self.task_ids |= fold.task_ids
-        self.offsets.update(next_offsets(records))
+        self.flow_ids.update(fold.flow_ids)
+        self.task_ids.update(fold.task_ids)
+        self.offsets.update(offsets)
         self.wire.update(fold.wire)
 
 
@@ -189,7 +199,7 @@ class MonitorService:
         self.state: MonitorState = restore(store.snapshots(), max_attempts)
         self._offsets = store.offsets()  # stored with the snapshots: where a restart resumes
         self._folded = dict(self._offsets)  # where the state in memory resumes
-        self._window = _Window(self.state, clock.now_ms())  # folded since the last checkpoint
+        self._window = _Window(clock.now_ms())  # folded since the last checkpoint
         self.readiness = Readiness(bus, clock)
         self.readiness.restored = True  # restore() above folded every stored snapshot
         self.publisher = EventPublisher(bus, self.name, clock)
@@ -229,31 +239,34 @@ class MonitorService:
         """Fold `records` into self.state; the batch's sends and, if it closes a checkpoint (asked,
         or due: see CHECKPOINT_EVENTS), the snapshots and offsets to store, not yet sent.
         Undecodable records go to the dead-letter topic."""
-        window, before = self._window, self.state
+        window = self._window
         fold = _Fold()
+        batch_offsets: dict[TopicPartition, int] = {}
         with _paused_gc(freeze=self._freeze):
             for start in range(0, len(records), CHUNK):
                 if start:
                     await asyncio.sleep(0)  # the Kafka clients' heartbeats and the API get a turn
                 chunk = records[start:start + CHUNK]
                 self._fold(chunk, fold)
-                self._folded.update(next_offsets(chunk))  # before the next await: a rebalance may seek
+                offsets = next_offsets(chunk)
+                self._folded.update(offsets)  # before the next await: a rebalance may seek
+                batch_offsets.update(offsets)  # a later chunk's offset of a partition is past an earlier's
             for record, exc in fold.malformed:
                 await self._dead_letters.send(record, exc)
-            window.add(records, fold)
+            window.add(records, fold, batch_offsets)
             items = self._envelopes(fold.outbox)
             fold.outbox.clear()  # encoded: its objects need not outlive the batch (nor be walked by the GC)
             state = self.state
-            changed_tasks, changed_flows = touched_since(before, state, fold.flow_ids, fold.task_ids)  # the hub's
+            changed_tasks, changed_flows = list(fold.task_ids), list(fold.flow_ids)  # the hub's
             if not (checkpoint or window.events >= CHECKPOINT_EVENTS
                     or self._clock.now_ms() - window.opened_ms >= CHECKPOINT_MS):
                 return _Prepared(items, {}, {}, fold, changed_flows, changed_tasks)
-            task_ids, flow_ids = touched_since(window.before, state, window.flow_ids, window.task_ids)
+            task_ids, flow_ids = window.task_ids, window.flow_ids  # replaced since window.before
             snapshots = {f"t:{t}": snapshot_task(state, t, window.wire) for t in task_ids}
             snapshots.update({f"f:{f}": snapshot_flow(state, f) for f in flow_ids})
             items += [(_TASK_STATE, key.encode(), blob) for key, blob in snapshots.items()]
             offsets = window.offsets
-            self._window = _Window(state, self._clock.now_ms())
+            self._window = _Window(self._clock.now_ms())
         return _Prepared(items, snapshots, offsets, fold, changed_flows, changed_tasks)
 
     def _send(self, batch: "_Prepared") -> asyncio.Future:
@@ -292,10 +305,7 @@ class MonitorService:
                 fold.malformed.append((record, exc))
                 continue
             effects = apply(envelope)
-            event = envelope.event
-            task_id = getattr(event, "task_id", "")
-            fold.flow_ids.add(getattr(event, "flow_id", ""))
-            fold.task_ids.add(task_id)
+            task_id = getattr(envelope.event, "task_id", "")
             if not effects and task_id:  # parked? (a parked fact emits nothing)
                 task = batch.task(task_id)
                 if task is not None and task.parked and task.parked[-1] is envelope:
@@ -318,6 +328,9 @@ class MonitorService:
                         self._log.info("monitor.not_applied", effect=type(effect).__name__,
                                        reason=getattr(effect, "reason", ""), event_id=envelope.event_id)
         self.state = batch.commit()
+        tasks, flows = batch.written()
+        fold.task_ids.update(dict.fromkeys(tasks))
+        fold.flow_ids.update(dict.fromkeys(flows))
 
     def _envelopes(self, outbox: list[tuple[str, str, object]]) -> list[tuple[str, bytes, bytes]]:
         """The outbox as EventPublisher.publish_many sends it (numbered envelopes, wire bytes)."""

@@ -239,13 +239,16 @@ class KafkaBus:
         cluster, partitioner = producer.client.cluster, self._partitioner
         batches: dict[tuple[str, int], Any] = {}
         order: list[tuple[tuple[str, int], Any]] = []
+        known: dict[str, list[int]] = {}  # each topic's partitions, looked up once per call
         for topic, partition, key, value in items:
             if partition is None:
-                partitions = cluster.partitions_for_topic(topic)
-                if not partitions:  # metadata not known yet: the producer waits for it
-                    await producer.partitions_for(topic)
+                every = known.get(topic)
+                if every is None:
                     partitions = cluster.partitions_for_topic(topic)
-                every = sorted(partitions)
+                    if not partitions:  # metadata not known yet: the producer waits for it
+                        await producer.partitions_for(topic)
+                        partitions = cluster.partitions_for_topic(topic)
+                    every = known[topic] = sorted(partitions)
                 partition = partitioner(key, every, every)
             where = (topic, partition)
             batch = batches.get(where)

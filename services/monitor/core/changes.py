@@ -23,12 +23,15 @@ _UNPLANNED_UNDER_HOLD = {None: Status.PENDING, CommandKind.SUSPEND: Status.SUSPE
 
 
 def move_algo(draft: Draft, task: Task, algo: AlgoTask, to_status: Status, attempt: int,
-              reason: str) -> AlgoTask:
+              reason: str, changes: dict | None = None) -> AlgoTask:
+    """`algo` moved to `to_status`; `changes` (evolve() keywords, not its status, attempt, reason
+    or history) applied in the same copy."""
     draft.changed(EntityKind.ALGORITHM_TASK, algo.algo_task_id, task.flow_id, task.task_id,
                   algo.status, to_status, attempt, reason)
     record = draft.record(Outcome.APPLIED, algo.status, to_status, attempt, reason)
-    return evolve(algo, status=to_status, attempt=attempt, reason=reason, updated_at_ms=draft.env.timestamp_ms,
-                  history=append_record(algo.history, record))
+    moved = {"status": to_status, "attempt": attempt, "reason": reason, "updated_at_ms": draft.env.timestamp_ms,
+             "history": append_record(algo.history, record)}
+    return evolve(algo, **({**changes, **moved} if changes else moved))
 
 
 def note_algo(draft: Draft, algo: AlgoTask, outcome: Outcome, reason: str) -> AlgoTask:

@@ -16,6 +16,7 @@ from services.monitor.core.state import AlgoTask
 from services.monitor.core.transitions import (COMMAND_FACTS, PAST_TENSE, SIGNAL_EXITS, TABLE, ByDispatch,
                                                Fact, Rule)
 from shared.events import JobEvent, Observation, Status
+from shared.plain import slots_constructor
 
 
 class Verdict(enum.Enum):
@@ -34,7 +35,10 @@ class Decision:
     reason: str = ""
 
 
-KEEP = Decision(Verdict.KEEP)
+_decision = slots_constructor(Decision)  # Decision(...), built without a frozen setattr per field: one per fact
+
+
+KEEP = _decision(Verdict.KEEP)
 TERMINAL = frozenset(s for s in Status if s.terminal)
 COMMANDS = frozenset(COMMAND_FACTS.values())
 _STOP_CONFIRMATIONS = {
@@ -53,59 +57,59 @@ def decide(algo: AlgoTask, fact: Fact, event, max_attempts: int) -> Decision:
             # An executor's final report may arrive after its exit was observed (other
             # topic): its metrics are facts worth keeping; the status stays terminal.
             return KEEP
-        return Decision(Verdict.IGNORE, reason=f"{fact.value} after the terminal {status.name}")
+        return _decision(Verdict.IGNORE, reason=f"{fact.value} after the terminal {status.name}")
     if event.attempt != algo.attempt:
         return _other_attempt(algo, fact, event.attempt)
     if heard_since(algo.updated_at_ms, event):
-        return Decision(Verdict.IGNORE, reason="declared lost, but heard from since")
+        return _decision(Verdict.IGNORE, reason="declared lost, but heard from since")
     outcome = TABLE[status][fact]
     if type(outcome) is Status:
-        return Decision(Verdict.APPLY, outcome, algo.attempt, _because(fact, event))
+        return _decision(Verdict.APPLY, outcome, algo.attempt, _because(fact, event))
     if outcome is Rule.KEEP:
         return KEEP
     if outcome is Rule.FAIL:
         return _fail(algo, fact, event, max_attempts)
     if outcome is Rule.STOPPED_EXIT:
         if event.exit_code in SIGNAL_EXITS or event.retriable:
-            return Decision(Verdict.APPLY, Status.SUSPENDED, algo.attempt,
+            return _decision(Verdict.APPLY, Status.SUSPENDED, algo.attempt,
                             "executor stopped while suspending: " + _detail(event))
         return _fail(algo, fact, event, max_attempts)
     if outcome is Rule.LEFTOVER_EXIT:
         return KEEP if event.exit_code in SIGNAL_EXITS else _fail(algo, fact, event, max_attempts)
-    return Decision(Verdict.ANOMALY, reason=f"{fact.value} is not expected while {status.name}")
+    return _decision(Verdict.ANOMALY, reason=f"{fact.value} is not expected while {status.name}")
 
 
 def _other_attempt(algo: AlgoTask, fact: Fact, attempt: int) -> Decision:
     if attempt > algo.attempt:
-        return Decision(Verdict.ANOMALY, reason=(
+        return _decision(Verdict.ANOMALY, reason=(
             f"{fact.value} for attempt {attempt}, but attempt {algo.attempt} is current"))
     # The scheduler suspends or cancels the attempt it dispatched last; if the
     # retry was never dispatched, that older attempt's stop is the confirmation.
     facts, target = _STOP_CONFIRMATIONS.get(algo.status, ((), None))
     if fact in facts and algo.job_attempt < algo.attempt:
-        return Decision(Verdict.APPLY, target, algo.attempt, (
+        return _decision(Verdict.APPLY, target, algo.attempt, (
             f"{fact.value} for attempt {attempt}; attempt {algo.attempt} never had a job"))
-    return Decision(Verdict.IGNORE, reason=(
+    return _decision(Verdict.IGNORE, reason=(
         f"{fact.value} from stale attempt {attempt}; attempt {algo.attempt} is current"))
 
 
 def _fail(algo: AlgoTask, fact: Fact, event, max_attempts: int) -> Decision:
     attempt, detail = algo.attempt, _because(fact, event)
     if event.retriable and attempt < max_attempts:
-        return Decision(Verdict.APPLY, Status.RETRYING, attempt + 1, (
+        return _decision(Verdict.APPLY, Status.RETRYING, attempt + 1, (
             f"attempt {attempt} failed ({detail}); retrying as attempt {attempt + 1} of {max_attempts}"))
     why = f"no attempts left of {max_attempts}" if event.retriable else "not retriable"
-    return Decision(Verdict.APPLY, Status.FAILED, attempt, f"attempt {attempt} failed ({detail}); {why}")
+    return _decision(Verdict.APPLY, Status.FAILED, attempt, f"attempt {attempt} failed ({detail}); {why}")
 
 
 def _decide_command(algo: AlgoTask, fact: Fact) -> Decision:
     status = algo.status
     outcome = Rule.REJECT if status in TERMINAL else TABLE[status][fact]
     if outcome is Rule.REJECT:
-        return Decision(Verdict.REJECT, reason=why_not(fact, status))
+        return _decision(Verdict.REJECT, reason=why_not(fact, status))
     if type(outcome) is ByDispatch:
         outcome = outcome.had_job if algo.dispatched else outcome.never_had_job
-    return Decision(Verdict.APPLY, outcome, algo.attempt, f"{fact.value} requested")
+    return _decision(Verdict.APPLY, outcome, algo.attempt, f"{fact.value} requested")
 
 
 def why_not(fact: Fact, status: Status) -> str:

@@ -41,6 +41,22 @@ _TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 
 
 def task_status(statuses: Collection[Status]) -> Status:
+    """The rules above; remembered per tuple of member statuses (the fold derives a task's
+    status at every transition of a member, and few combinations ever occur)."""
+    key = tuple(statuses)
+    status = _TASK_STATUS.get(key)
+    if status is None:
+        if len(_TASK_STATUS) >= _MEMO_LIMIT:
+            _TASK_STATUS.clear()
+        status = _TASK_STATUS[key] = _task_status(key)
+    return status
+
+
+_TASK_STATUS: dict[tuple[Status, ...], Status] = {}
+_MEMO_LIMIT = 4096
+
+
+def _task_status(statuses: Collection[Status]) -> Status:
     present = set(statuses)
     if not present:
         return Status.PENDING

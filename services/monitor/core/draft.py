@@ -10,8 +10,9 @@ from __future__ import annotations
 from services.monitor.core.effects import Effect
 from services.monitor.core.state import Flow, MonitorState, Outcome, Record, Task, evolve
 from shared.events import EntityKind, Envelope, StateChanged, Status
-from shared.plain import has_plain_fields, new, set_attr
+from shared.plain import has_plain_fields, new, set_attr, slots_constructor
 
+_record = slots_constructor(Record)  # Record(...) without a frozen setattr per field: one per transition
 _PLAIN_STATE_CHANGED = has_plain_fields(StateChanged, (
     "entity", "entity_id", "flow_id", "task_id", "from_status", "to_status", "attempt", "cause_event_id",
     "cause_type", "reason", "at_ms"))
@@ -61,7 +62,7 @@ class Draft:
     def record(self, outcome: Outcome, from_status: Status | None, to_status: Status | None,
                attempt: int, reason: str) -> Record:
         env = self.env
-        return Record(outcome, from_status, to_status, attempt, env.event_id, env.type_name,
+        return _record(outcome, from_status, to_status, attempt, env.event_id, env.type_name,
                       env.timestamp_ms, reason)
 
     def changed(self, entity: EntityKind, entity_id: str, flow_id: str, task_id: str,

@@ -12,7 +12,7 @@ from services.monitor.core.decide import Verdict, decide
 from services.monitor.core.dedup import duplicate, seen
 from services.monitor.core.draft import Draft
 from services.monitor.core.effects import Anomaly
-from services.monitor.core.rounds import RoundPoint, record_round
+from services.monitor.core.rounds import record_round, round_point
 from services.monitor.core.state import AlgoTask, Outcome, Task, append_record, evolve
 from services.monitor.core.transitions import Fact, classify
 from shared.events import HEARTBEAT_STAGE, Envelope, JobEvent
@@ -60,9 +60,10 @@ def apply_fact(draft: Draft, task: Task, env: Envelope, sequences=None) -> None:
     if verdict is Verdict.KEEP:
         draft.put_task(with_algo(task, index, _absorb(algo, fact, event, env.timestamp_ms), **extra))
     elif verdict is Verdict.APPLY:
-        if event.attempt == algo.attempt:  # not a stop confirmed by an older attempt
-            algo = _absorb(algo, fact, event, env.timestamp_ms)
-        algo = move_algo(draft, task, algo, decision.to_status, decision.attempt, decision.reason)
+        # What the fact carries (unless a stop confirmed by an older attempt), in the one copy
+        # that moves the member (absorbing touches neither its status nor its history).
+        absorbed = _absorbed(algo, fact, event, env.timestamp_ms) if event.attempt == algo.attempt else {}
+        algo = move_algo(draft, task, algo, decision.to_status, decision.attempt, decision.reason, absorbed)
         settle_task(draft, with_algo(task, index, algo, **extra))
     elif verdict is Verdict.IGNORE:
         draft.put_task(with_algo(task, index, note_algo(draft, algo, Outcome.IGNORED, decision.reason), **extra))
@@ -80,25 +81,29 @@ def _member_index(task: Task, algo_task_id: str) -> int | None:
 
 def _absorb(algo: AlgoTask, fact: Fact, event, at_ms: int) -> AlgoTask:
     """The data a fact of the current attempt carries, whatever it does to the status."""
+    return evolve(algo, **_absorbed(algo, fact, event, at_ms))
+
+
+def _absorbed(algo: AlgoTask, fact: Fact, event, at_ms: int) -> dict:
+    """_absorb's changes to the member, as evolve() keywords."""
     if fact is Fact.PROGRESS:
         if event.stage == HEARTBEAT_STAGE:  # alive, nothing more: the progress shown stays
-            return evolve(algo, job_attempt=event.attempt, updated_at_ms=at_ms, spoke_attempt=event.attempt)
+            return {"job_attempt": event.attempt, "updated_at_ms": at_ms, "spoke_attempt": event.attempt}
         rounds = algo.rounds
         if event.round > 0 and event.metrics:
-            rounds = record_round(rounds, RoundPoint(event.round, event.attempt, at_ms, dict(event.metrics)))
+            rounds = record_round(rounds, round_point(event.round, event.attempt, at_ms, dict(event.metrics)))
         # A report without round numbers ("started", "finished") keeps the last known round.
         numbered = event.round or event.total_rounds
-        return evolve(
-            algo, job_attempt=event.attempt, round=event.round if numbered else algo.round,
-            total_rounds=event.total_rounds if numbered else algo.total_rounds,
-            stage=event.stage, metrics=dict(event.metrics) if event.metrics else algo.metrics,
-            updated_at_ms=at_ms, rounds=rounds, spoke_attempt=event.attempt)
+        return {"job_attempt": event.attempt, "round": event.round if numbered else algo.round,
+                "total_rounds": event.total_rounds if numbered else algo.total_rounds,
+                "stage": event.stage, "metrics": dict(event.metrics) if event.metrics else algo.metrics,
+                "updated_at_ms": at_ms, "rounds": rounds, "spoke_attempt": event.attempt}
     if fact is Fact.JOB_DISPATCH_FAILED:
-        return evolve(algo, updated_at_ms=at_ms)
+        return {"updated_at_ms": at_ms}
     if fact is Fact.SEEN_PENDING and event.reason:  # why it waits: queued by admission, unschedulable pod
-        return evolve(algo, job_attempt=event.attempt, stage=f"pending: {event.reason}", updated_at_ms=at_ms)
+        return {"job_attempt": event.attempt, "stage": f"pending: {event.reason}", "updated_at_ms": at_ms}
     job_name = event.job_name if type(event) is JobEvent and event.job_name else algo.job_name
-    return evolve(algo, job_attempt=event.attempt, job_name=job_name, updated_at_ms=at_ms)
+    return {"job_attempt": event.attempt, "job_name": job_name, "updated_at_ms": at_ms}
 
 
 def task_anomaly(draft: Draft, task: Task, reason: str) -> None:

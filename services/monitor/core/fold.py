@@ -70,6 +70,14 @@ class Batch:
     def commit(self) -> MonitorState:
         return self._draft.commit()[0]
 
+    def written(self) -> tuple[list[str], list[str]]:
+        """(task ids, flow ids) whose entries the committed state replaced: touched_since() of
+        the batch, read off the writes instead of looked up over every id the events named."""
+        draft = self._draft
+        tasks, flows = draft.base.tasks, draft.base.flows
+        return ([t for t, task in draft.tasks.items() if task is not tasks.get(t)],
+                [f for f, flow in draft.flows.items() if flow is not flows.get(f)])
+
 
 def fold(state: MonitorState, envelopes) -> tuple[MonitorState, list[Effect]]:
     """step() over many envelopes; the effects in order."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from shared.plain import slots_constructor
+
 ROUNDS_LIMIT = 1000
 
 
@@ -24,6 +26,9 @@ class RoundPoint:
     attempt: int
     at_ms: int                      # envelope time of the newest report folded into this point
     metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+round_point = slots_constructor(RoundPoint)  # RoundPoint(...) without a frozen setattr per field
 
 
 def record_round(rounds: tuple[RoundPoint, ...], point: RoundPoint,
@@ -40,7 +45,7 @@ def record_round(rounds: tuple[RoundPoint, ...], point: RoundPoint,
         if point.attempt < old.attempt:
             return rounds   # decide() fences stale attempts; this keeps the function safe on its own
         metrics = {**old.metrics, **point.metrics} if point.attempt == old.attempt else dict(point.metrics)
-        merged = RoundPoint(point.round, point.attempt, max(old.at_ms, point.at_ms), metrics)
+        merged = round_point(point.round, point.attempt, max(old.at_ms, point.at_ms), metrics)
         out = rounds[:index] + (merged,) + rounds[index + 1:]
     return out[-limit:] if len(out) > limit else out
 

@@ -11,6 +11,7 @@ plan as base64 of the wire codec's envelope bytes. Pure: bytes in, bytes out.
 from __future__ import annotations
 
 import base64
+import enum
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -18,10 +19,11 @@ from collections.abc import Iterable, Iterator, Mapping
 import orjson
 
 from services.monitor.core.pmap import PMap
-from services.monitor.core.rounds import RoundPoint
+from services.monitor.core.rounds import RoundPoint, round_point
 from services.monitor.core.state import (DEFAULT_MAX_ATTEMPTS, AlgoTask, Flow, MonitorState, Outcome,
                                          Record, Task)
 from shared.events import CommandKind, Envelope, Status
+from shared.plain import slots_constructor
 from shared.wire import codec
 
 FORMAT = 1
@@ -34,7 +36,7 @@ def snapshot_task(state: MonitorState, task_id: str,
     task = state.tasks[task_id]
     return _dump(_finite_metrics(task), {
         "format": FORMAT, "kind": "task", "task_id": task.task_id, "flow_id": task.flow_id,
-        "status": _num(task.status), "step": task.step, "index": task.index,
+        "status": task.status, "step": task.step, "index": task.index,
         "algorithm": task.algorithm, "version": task.version, "depends_on": list(task.depends_on),
         "planned_at_ms": task.planned_at_ms, "updated_at_ms": task.updated_at_ms, "reason": task.reason,
         "history": [_record(r) for r in task.history], "sequences": _sequences(task.sequences),
@@ -46,8 +48,8 @@ def snapshot_task(state: MonitorState, task_id: str,
 def snapshot_flow(state: MonitorState, flow_id: str) -> bytes:
     flow = state.flows[flow_id]
     return _dump(True, {
-        "format": FORMAT, "kind": "flow", "flow_id": flow.flow_id, "status": _num(flow.status),
-        "task_ids": list(flow.task_ids), "hold": _num(flow.hold), "reason": flow.reason,
+        "format": FORMAT, "kind": "flow", "flow_id": flow.flow_id, "status": flow.status,
+        "task_ids": list(flow.task_ids), "hold": flow.hold, "reason": flow.reason,
         "updated_at_ms": flow.updated_at_ms, "history": [_record(r) for r in flow.history],
         "sequences": _sequences(flow.sequences),
     })
@@ -136,13 +138,21 @@ def _dump(plain: bool, data: dict) -> bytes:
     snapshots were a sixth of the monitor's CPU), but writes NaN and infinities as null and
     refuses what JSON cannot say (an int beyond 64 bits, a key not a string); such a snapshot
     (`plain` False: a metric not finite) is written by the json module, as it always was, and
-    json.loads reads both."""
+    json.loads reads both. Enums are left in `data` as they are: both write an IntEnum as its
+    number and an Outcome as its value (orjson natively, json through _enum_value), so the
+    snapshot is not first copied into numbers and strings field by field."""
     if plain:
         try:
             return orjson.dumps(data)
         except (TypeError, orjson.JSONEncodeError):
             pass
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=_enum_value).encode()
+
+
+def _enum_value(value):
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _load(blob: bytes) -> dict:
@@ -162,13 +172,12 @@ def _finite_metrics(task: Task) -> bool:
         return False
 
 
-def _num(value) -> int | None:
-    return None if value is None else int(value)
-
-
+_record_of = slots_constructor(Record)  # as Record(...): restore() builds millions
 def _record(r: Record) -> list:
-    return [r.outcome.value, _num(r.from_status), _num(r.to_status), r.attempt, r.cause_event_id,
-            r.cause_type, r.at_ms, r.reason]
+    # Statuses as they are (_dump writes an IntEnum as its number), the outcome's value read off
+    # the member (Enum.value is a Python-level property): a snapshot holds many records.
+    return [r.outcome._value_, r.from_status, r.to_status, r.attempt, r.cause_event_id, r.cause_type, r.at_ms,
+            r.reason]
 
 
 def _sequences(sequences) -> list:
@@ -176,7 +185,7 @@ def _sequences(sequences) -> list:
 
 
 def _algo(a: AlgoTask) -> dict:
-    return {"algo_task_id": a.algo_task_id, "party": a.party, "role": a.role, "status": int(a.status),
+    return {"algo_task_id": a.algo_task_id, "party": a.party, "role": a.role, "status": a.status,
             "attempt": a.attempt, "job_attempt": a.job_attempt, "job_name": a.job_name, "reason": a.reason,
             "round": a.round, "total_rounds": a.total_rounds, "stage": a.stage, "metrics": dict(a.metrics),
             "updated_at_ms": a.updated_at_ms, "history": [_record(r) for r in a.history],
@@ -189,13 +198,13 @@ def _status(value) -> Status | None:
 
 
 def _history(rows) -> tuple[Record, ...]:
-    return tuple(Record(Outcome(o), _status(f), _status(t), attempt, event_id, cause_type, at_ms, reason)
+    return tuple(_record_of(Outcome(o), _status(f), _status(t), attempt, event_id, cause_type, at_ms, reason)
                  for o, f, t, attempt, event_id, cause_type, at_ms, reason in rows)
 
 
 def _rounds(rows) -> tuple[RoundPoint, ...]:
     # Snapshots written before per-round history existed have no "rounds": an empty history.
-    return tuple(RoundPoint(number, attempt, at_ms, metrics) for number, attempt, at_ms, metrics in rows)
+    return tuple(round_point(number, attempt, at_ms, metrics) for number, attempt, at_ms, metrics in rows)
 
 
 def _seqs(rows) -> dict[tuple[str, str], int]:

@@ -61,6 +61,10 @@ class Fact(enum.Enum):
     RESUME = "resume"
     CANCEL = "cancel"
 
+    # Enum's own __hash__ hashes the member's name in Python; the fold looks facts up in TABLE
+    # and in sets several times per event. Members are singletons compared by identity.
+    __hash__ = object.__hash__
+
 
 PAST_TENSE = {Fact.SUSPEND: "suspended", Fact.RESUME: "resumed", Fact.CANCEL: "cancelled"}
 COMMAND_FACTS = {CommandKind.SUSPEND: Fact.SUSPEND, CommandKind.RESUME: Fact.RESUME,
