@@ -271,9 +271,10 @@ class KafkaBus:
         message it hands on: a chunked payload against its SHA-256, every message against its
         sender's signature over the payload's digest. So the client's CRC-32C of each record batch,
         a tenth of its CPU per byte fetched, is skipped here: a corrupt record fails those checks
-        and is dropped and counted, where a failed CRC would have raised out of poll() and ended
-        the role. (Only under FERRY_FEDERATION__INSECURE_UNPINNED, which verifies no signatures,
-        does a small unchunked message go unchecked; TLS still guards it on the wire.)"""
+        and is dropped (a failed signature is counted), where a failed CRC would have raised out
+        of poll() and ended the role. (Only under FERRY_FEDERATION__INSECURE_UNPINNED, which
+        verifies no signatures, does a small unchunked message go unchecked; TLS still guards it
+        on the wire.)"""
         consumer = KafkaConsumer(self._settings, (), None, f"{self._settings.client_id}-tail", check_crcs=False)
         await consumer.start_tail_partitions(topic, partitions)
         return consumer
