@@ -78,8 +78,11 @@ class EventPublisher:
         return out
 
     async def publish(self, topic: str, key: str, event: events.Event, event_id: str | None = None) -> events.Envelope:
-        envelope = self.wrap(topic, key, event, event_id)
-        await self._bus.send(topic, key.encode(), codec.encode(envelope))
+        return await self.publish_wrapped(topic, self.wrap(topic, key, event, event_id))
+
+    async def publish_wrapped(self, topic: str, envelope: events.Envelope) -> events.Envelope:
+        """Send an envelope wrap() made earlier: its sequence number and timestamp are from then."""
+        await self._bus.send(topic, envelope.key.encode(), codec.encode(envelope))
         PUBLISHED.labels(self._service, topic).inc()
         return envelope
 

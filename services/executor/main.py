@@ -117,6 +117,7 @@ async def _run_role(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asynci
     log = structlog.get_logger(service="executor").bind(
         flow=spec.flow_id, task=spec.task_id, algo_task=spec.algo_task_id, party=spec.party,
         role=spec.role, attempt=spec.attempt)
+    ctx: ExecutorContext | None = None
     try:
         registry = registry or AlgorithmRegistry.from_entry_points()
         algorithm = registry.get(spec.algorithm, spec.version)
@@ -138,19 +139,23 @@ async def _run_role(spec: AlgorithmTaskSpec, dirs: dict[str, Path], stop: asynci
         await ctx.report(stage="started")
         result = await role.run(ctx)
         await ctx.report(stage="finished", metrics=result.metrics)
+        await ctx.flush_reports()  # a report that did not reach the bus fails the task, as before
         log.info("executor.finished", metrics=dict(result.metrics))
         return 0
     except Suspended:
         log.info("executor.suspended")
+        await _flush_reports_quietly(ctx, log)
         return Suspended.exit_code
     except FerryError as exc:
         log.error("executor.failed", error=str(exc), error_type=type(exc).__name__, retriable=exc.retriable)
         failure.append(f"executor.failed: {type(exc).__name__}: {exc}")
+        await _flush_reports_quietly(ctx, log)
         await _report_failure(publisher, spec, exc)
         return exc.exit_code
     except Exception as exc:
         log.exception("executor.crashed")
         failure.append(f"executor.crashed: {type(exc).__name__}: {exc}")
+        await _flush_reports_quietly(ctx, log)
         await _report_failure(publisher, spec, exc)
         return 1
 
@@ -183,6 +188,17 @@ async def run_with_settings(spec: AlgorithmTaskSpec, settings: FerrySettings, st
             **heartbeat_options(settings))
     finally:
         await bus.stop()
+
+
+async def _flush_reports_quietly(ctx: ExecutorContext | None, log, timeout_s: float = 10.0) -> None:
+    """The role's reports before it stopped go out first (their sequence numbers come first);
+    one that cannot is logged, the task's end is reported regardless."""
+    if ctx is None:
+        return
+    try:
+        await asyncio.wait_for(ctx.flush_reports(), timeout_s)
+    except (Exception, TimeoutError) as exc:
+        log.warning("executor.progress_lost", error=f"{type(exc).__name__}: {exc}")
 
 
 def main() -> int:

@@ -270,7 +270,15 @@ class KafkaBus:
         return consumer
 
     async def tail_partitions(self, topic: str, partitions: Sequence[int]) -> "KafkaConsumer":
-        consumer = KafkaConsumer(self._settings, (), None, f"{self._settings.client_id}-tail")
+        """The round streams' consumer (services/executor/transport.py). The transport checks every
+        message it hands on: a chunked payload against its SHA-256, every message against its
+        sender's signature over the payload's digest. So the client's CRC-32C of each record batch,
+        a tenth of its CPU per byte fetched, is skipped here: a corrupt record fails those checks
+        and is dropped (a failed signature is counted), where a failed CRC would have raised out
+        of poll() and ended the role. (Only under FERRY_FEDERATION__INSECURE_UNPINNED, which
+        verifies no signatures, does a small unchunked message go unchecked; TLS still guards it
+        on the wire.)"""
+        consumer = KafkaConsumer(self._settings, (), None, f"{self._settings.client_id}-tail", check_crcs=False)
         await consumer.start_tail_partitions(topic, partitions)
         return consumer
 
@@ -327,7 +335,7 @@ _RECORD_PLAIN = has_plain_fields(Record, ("topic", "partition", "offset", "key",
 
 class KafkaConsumer:
     def __init__(self, settings: KafkaSettings, topics: tuple[str, ...], group_id: str | None, client_id: str,
-                 on_assign: OnAssign | None = None):
+                 on_assign: OnAssign | None = None, *, check_crcs: bool = True):
         self._topics = topics
         self._listener = _SeekOnAssign(on_assign) if on_assign is not None else None
         self._consumer = AIOKafkaConsumer(
@@ -336,7 +344,7 @@ class KafkaConsumer:
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             fetch_max_bytes=max(52_428_800, settings.max_request_bytes),
-            max_partition_fetch_bytes=max(1_048_576, settings.max_request_bytes),
+            max_partition_fetch_bytes=max(1_048_576, settings.max_request_bytes), check_crcs=check_crcs,
             **settings.tls.client_kwargs(),
         )
 

@@ -50,3 +50,25 @@ async def test_a_broken_executor_reports_its_exit_code_through_the_zygote(tmp_pa
         assert "executor.no_task" in (tmp_path / "x.log").read_text()
     finally:
         await zygote.close()
+
+
+def test_the_default_preload_leaves_an_executor_nothing_heavy_to_import_after_the_fork():
+    """Every module an executor's entry point imports is already in the zygote, so a fork starts
+    without re-importing settings, logging or the HTTP stack (0.5 s of CPU each, 11 per flow)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib, os, sys\n"
+        "from services.scheduler.adapters.zygote import DEFAULT_PRELOAD\n"
+        "for m in DEFAULT_PRELOAD: importlib.import_module(m)\n"
+        "before = set(sys.modules)\n"
+        "os.environ.pop('FERRY_TASK_SPEC', None)\n"
+        "from services.executor.main import main\n"
+        "assert main() == 2\n"  # no task: returns once settings, logging and threads are set up
+        "print(sorted(set(sys.modules) - before))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    imported_after = eval(out.stdout.strip().splitlines()[-1])  # noqa: S307 - our own subprocess's list
+    heavy = [m for m in imported_after if m.split(".")[0] in ("fastapi", "starlette", "pydantic_settings", "uvicorn")
+             or m in ("shared.runtime", "shared.settings", "shared.logging", "shared.http")]
+    assert heavy == []
