@@ -20,8 +20,12 @@ Measured:
                 counters with every round report); produced/round likewise
   ideal         N x model bytes (clients fetch the model) + N x update bytes (the
                 aggregator fetches the updates); fetch ratio = fetched / ideal
-  peak RSS/PSS  the largest sum over all executor processes and the zygote, sampled
-                every 0.5 s from /proc/PID/smaps_rollup (the broker's JVM excluded)
+  peak RSS/PSS  the largest sum over all executor processes and the zygote (the broker's JVM
+                excluded): RSS from /proc/PID/statm every 0.5 s; PSS and USS from
+                /proc/PID/smaps_rollup whenever the RSS sum reaches a new high (1 % above the
+                last one read there) and every 5 s. smaps_rollup walks a process's page tables
+                (about 20 ms of CPU per torch process): read every 0.5 s for 12 processes, the
+                sampler itself took half a core from the 10-party rows it measured.
 
 --quick: digits x 3 parties on Kafka and embedded, 3 rounds (about a minute on an idle machine);
 writes only with --out. Full: bench/results/round_time.json (the grid in grid(): digits, 1M and 10M
@@ -156,13 +160,31 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
+def _rss_kb(pid: int) -> int:
+    """Resident memory of one process, in KiB, from counters the kernel keeps (cheap)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * _PAGE_KB
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
 class MemorySampler:
-    def __init__(self, pids_fn, every_s: float = 0.5, executors_fn=None):
-        self._pids_fn, self._every_s = pids_fn, every_s
+    """Peak memory of a set of processes. RSS is cheap to read and read every `every_s`; the
+    page-table walk behind PSS is read at each new RSS high and every `pss_every_s`."""
+
+    def __init__(self, pids_fn, every_s: float = 0.5, executors_fn=None, pss_every_s: float = 5.0):
+        self._pids_fn, self._every_s, self._pss_every_s = pids_fn, every_s, pss_every_s
         self._executors_fn = executors_fn or pids_fn
         self.peak_rss_kb = self.peak_pss_kb = 0
         self.one_executor_kb = (0, 0, 0)   # the largest single executor's (RSS, PSS, USS) peak
+        self.pss_reads = 0
         self._cpu: dict[int, float] = {}   # executor pid -> CPU seconds at its last sample
+        self._rss_at_pss_read = 0
+        self._last_pss_read = float("-inf")
 
     @property
     def executor_cpu_s(self) -> float:
@@ -171,17 +193,27 @@ class MemorySampler:
         barely moves with other jobs' load on the machine."""
         return sum(self._cpu.values())
 
+    def _read_pss(self, pids: list[int], executors: set[int]) -> None:
+        rss = pss = 0
+        for pid in pids:
+            r, p, u = _mem_kb(pid)
+            rss, pss = rss + r, pss + p
+            if pid in executors:
+                self.one_executor_kb = tuple(max(a, b) for a, b in zip(self.one_executor_kb, (r, p, u)))
+        self.peak_rss_kb, self.peak_pss_kb = max(self.peak_rss_kb, rss), max(self.peak_pss_kb, pss)
+        self.pss_reads += 1
+
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            rss = pss = 0
-            executors = set(self._executors_fn())
-            for pid in self._pids_fn():
-                r, p, u = _mem_kb(pid)
-                rss, pss = rss + r, pss + p
-                if pid in executors:
-                    self.one_executor_kb = tuple(max(a, b) for a, b in zip(self.one_executor_kb, (r, p, u)))
-                    self._cpu[pid] = max(self._cpu.get(pid, 0.0), _cpu_s(pid))
-            self.peak_rss_kb, self.peak_pss_kb = max(self.peak_rss_kb, rss), max(self.peak_pss_kb, pss)
+            pids, executors = list(self._pids_fn()), set(self._executors_fn())
+            rss = sum(_rss_kb(pid) for pid in pids)
+            for pid in executors:
+                self._cpu[pid] = max(self._cpu.get(pid, 0.0), _cpu_s(pid))
+            self.peak_rss_kb = max(self.peak_rss_kb, rss)
+            now = time.monotonic()
+            if rss > self._rss_at_pss_read * 1.01 or now - self._last_pss_read >= self._pss_every_s:
+                self._read_pss(pids, executors)
+                self._rss_at_pss_read, self._last_pss_read = max(self._rss_at_pss_read, rss), now
             try:
                 await asyncio.wait_for(stop.wait(), self._every_s)
             except TimeoutError:
@@ -287,6 +319,7 @@ async def run_kafka(row: Row, bootstrap: str, zygote, work: Path, clients: list[
     await bus.stop()
     traffic = _traffic({work / "logs" / f"{a}.log": a.endswith(".client") for a in handles})
     return {"wall_s": wall, "peak_rss_gb": sampler.peak_rss_kb / 2**20, "peak_pss_gb": sampler.peak_pss_kb / 2**20,
+            "pss_reads": sampler.pss_reads,
             "one_executor_mb": dict(zip(("rss", "pss", "uss"), (round(v / 1024, 1) for v in sampler.one_executor_kb))),
             "executor_cpu_s": sampler.executor_cpu_s, **traffic, **_round_times(progress, task.task_id),
             "accuracy": _final_accuracy(progress, task.task_id)}
@@ -317,6 +350,7 @@ async def run_embedded(row: Row, work: Path, clients: list[str]) -> dict:
     if view["status"] != "SUCCEEDED":
         raise RuntimeError(f"{row.name}: {view['status']}")
     return {"wall_s": wall, "peak_rss_gb": sampler.peak_rss_kb / 2**20, "peak_pss_gb": sampler.peak_pss_kb / 2**20,
+            "pss_reads": sampler.pss_reads,
             "fetched": [], "produced": [], "updates": [], **_round_times(progress, task.task_id),
             "accuracy": _final_accuracy(progress, task.task_id)}
 
@@ -343,6 +377,7 @@ async def run_row(row: Row, bootstrap: str | None, zygote, root: Path) -> dict[s
             "ideal_fetched_bytes_per_round": ideal,
             "fetch_ratio": round(fetched / ideal, 4) if fetched else None,
             "peak_rss_gb": round(got["peak_rss_gb"], 3), "peak_pss_gb": round(got["peak_pss_gb"], 3),
+            "pss_reads": got["pss_reads"],
             "one_executor_mb": got.get("one_executor_mb"), "zygote": row.zygote if row.mode == "kafka" else None,
             "wall_s": round(got["wall_s"], 2), "test_accuracy": got["accuracy"],
             "executor_cpu_s": round(got["executor_cpu_s"], 2) if "executor_cpu_s" in got else None}
