@@ -15,6 +15,7 @@ every bus a tool, test or bench builds is as secure as the services' buses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ssl
 import time
@@ -162,6 +163,11 @@ class KafkaBus:
             )
             try:
                 await producer.start()
+            except asyncio.CancelledError:
+                # A caller's timeout or stop: the half-started client's connection and tasks go too.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.stop(), 10)
+                raise
             except _AUTHORIZATION_FAILED as exc:
                 await producer.stop()
                 raise ConfigurationError(f"kafka at {s.bootstrap} refused this client's identity "
