@@ -22,23 +22,91 @@ import numpy as np
 from .weights import Update, Weights, flatten, unflatten
 
 
+FOLD_SLICE = 1 << 20  # values scaled at a time: an 8 MiB float64 temporary, not a model's worth
+
+
+class WeightedSum:
+    """sum_k n_k w_k in float64, one update at a time in the order they are added; then / sum_k n_k.
+
+    n_k w_k of a float32 (or float16) w_k is exact in float64 (24 + 31 bits < 53), so only
+    the additions and the final division round; the same updates added in the same order
+    give the same bits, so an aggregator can fold updates as they arrive instead of holding
+    N models (OrderedFold keeps the order fixed whatever the arrival order).
+    """
+
+    def __init__(self) -> None:
+        self._acc: Weights | None = None
+        self.total = 0
+        self.count = 0
+
+    def add(self, weights: Mapping[str, np.ndarray], n: int) -> None:
+        if self._acc is None:
+            self._acc = {k: np.zeros(np.shape(v), dtype=np.float64) for k, v in weights.items()}
+        scale = float(int(n))
+        for k, acc in self._acc.items():
+            src, dst = np.asarray(weights[k]).reshape(-1), acc.reshape(-1)
+            for i in range(0, src.size, FOLD_SLICE):
+                dst[i:i + FOLD_SLICE] += np.multiply(src[i:i + FOLD_SLICE], scale, dtype=np.float64)
+        self.total += int(n)
+        self.count += 1
+
+    def average(self) -> Weights:
+        """The weighted mean, in float64 (divided in place: the sum is consumed)."""
+        if self._acc is None:
+            raise ValueError("no client updates to average")
+        if self.total <= 0:
+            raise ValueError("client updates carry no training examples (sum of num_examples is 0)")
+        out, self._acc = self._acc, None
+        for acc in out.values():
+            acc /= self.total
+        return out
+
+
+class OrderedFold:
+    """Folds updates into one WeightedSum in a fixed order of senders, whatever order they arrive in.
+
+    An update is folded as soon as every sender before it has been; only out-of-order arrivals
+    wait, so the aggregator holds one float64 sum and the updates that came early, not N models.
+    The result is bit for bit weighted_average over the answered senders' updates in `order`
+    (a sender that never answers is skipped when the fold closes), so a resumed round, whose
+    updates arrive in another order, still ends with the same model.
+    """
+
+    def __init__(self, order: Sequence[str]) -> None:
+        self._order = list(order)
+        self._next = 0
+        self._waiting: dict[str, Update] = {}
+        self._sum = WeightedSum()
+
+    def add(self, sender: str, weights: Mapping[str, np.ndarray], n: int) -> None:
+        if sender not in self._order or sender in self._waiting or self._order.index(sender) < self._next:
+            raise ValueError(f"{sender!r} is not expected in this fold, or already added")
+        self._waiting[sender] = (weights, n)
+        while self._next < len(self._order) and self._order[self._next] in self._waiting:
+            self._sum.add(*self._waiting.pop(self._order[self._next]))
+            self._next += 1
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def close(self) -> Weights:
+        """The weighted average of every update added (those behind a silent sender folded now)."""
+        for sender in self._order[self._next:]:
+            if sender in self._waiting:
+                self._sum.add(*self._waiting.pop(sender))
+        self._next = len(self._order)
+        return self._sum.average()
+
+
 def weighted_average(updates: Sequence[Update]) -> Weights:
-    """sum_k n_k w_k / sum_k n_k."""
+    """sum_k n_k w_k / sum_k n_k, folded in list order (see WeightedSum)."""
     if not updates:
         raise ValueError("no client updates to average")
-    total = sum(int(n) for _, n in updates)
-    if total <= 0:
-        raise ValueError("client updates carry no training examples (sum of num_examples is 0)")
-    keys = list(updates[0][0])
-    out: Weights = {}
-    for k in keys:
-        acc = np.zeros(np.shape(updates[0][0][k]), dtype=np.float64)
-        for weights, n in updates:
-            term = np.array(weights[k], dtype=np.float64)  # one float64 temporary, scaled in place
-            term *= int(n) / total
-            acc += term
-        out[k] = acc
-    return out
+    folded = WeightedSum()
+    for weights, n in updates:
+        folded.add(weights, n)
+    return folded.average()
 
 
 def _stack(updates: Sequence[Update]) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
