@@ -207,10 +207,24 @@ def train_centralized(spec: ModelSpec, X, y, config: TrainConfig, epochs: int, *
     return train_local(model, X, y, replace(config, local_epochs=epochs), epoch_offset=0, seed=seed)
 
 
+EVAL_ACTIVATION_BYTES = 32 << 20  # the widest layer's output per scoring batch
+
+
+def eval_batch_rows(model: nn.Module, n_features: int, most: int = 4096) -> int:
+    """Rows scored at a time: up to `most`, fewer when the widest dense layer's float32 output would
+    pass EVAL_ACTIVATION_BYTES (4,096 rows of a 65,536-unit layer are 1 GiB, and twice that with
+    its ReLU; 128 rows are 32 MiB and score as fast). Rows are scored independently: the batch
+    size changes no score in exact arithmetic (and none bit for bit with this machine's MKL)."""
+    width = max([n_features] + [int(p.shape[0]) for p in model.parameters() if p.ndim == 2])
+    return max(1, min(most, EVAL_ACTIVATION_BYTES // (4 * width)))
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, X, y, *, batch_size: int = 4096) -> dict[str, Any]:
-    """loss (mean cross-entropy), accuracy, per-class precision/recall/f1/support, n, confusion."""
+def evaluate(model: nn.Module, X, y, *, batch_size: int | None = None) -> dict[str, Any]:
+    """loss (mean cross-entropy), accuracy, per-class precision/recall/f1/support, n, confusion.
+    batch_size: rows per forward pass (default eval_batch_rows)."""
     x_t, y_t = _as_tensors(X, y)
+    batch_size = batch_size or eval_batch_rows(model, int(x_t.shape[1]))
     was_training = model.training
     model.eval()
     try:
