@@ -39,7 +39,7 @@ from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_o
 from services.executor.federation.transcript import (AnnounceGate, RoundSetup, SetupRejected, check_setup,
                                                      setup_for)
 from services.executor.federation.updates import UpdateRejected, check_secure_sum, check_update, clip_update
-from services.executor.memory import return_freed_memory
+from services.executor.memory import heap_kept_while_training, return_freed_memory
 from services.executor.ml.aggregation import OrderedFold
 from services.executor.ml.local_dp import local_epsilon
 from services.executor.ml.compression import compress, decompress
@@ -441,7 +441,8 @@ class TrainingClient:
                 model = self._model(p, setup.n_features, setup.n_classes)
                 global_w = from_tensors(message.tensors)
                 set_weights(model, global_w)
-                scores = _score_previous(model, data, message.round)
+                with heap_kept_while_training():  # scoring, like training, remakes wide activations
+                    scores = _score_previous(model, data, message.round)
                 if scores:
                     await ctx.report(round=message.round - 1, total_rounds=int(p["rounds"]), stage="evaluated",
                                      metrics={"accuracy": scores["eval_accuracy"], "loss": scores["eval_loss"]})
@@ -451,9 +452,11 @@ class TrainingClient:
                     # The model holds the global weights now and nothing after training reads them:
                     # the received buffer goes before training, one model's worth less at the peak.
                     message, global_w = dataclasses.replace(message, tensors=()), None
-                result = train_local(model, data.x_train, data.y_train, config,
-                                     epoch_offset=(message.round - 1) * config.local_epochs, seed=seed,
-                                     global_weights=global_w, share_weights=secure is None)
+                    return_freed_memory()  # its pages leave before training keeps the heap (memory.py)
+                with heap_kept_while_training():  # no page faults at every SGD step (memory.py)
+                    result = train_local(model, data.x_train, data.y_train, config,
+                                         epoch_offset=(message.round - 1) * config.local_epochs, seed=seed,
+                                         global_weights=global_w, share_weights=secure is None)
                 model.zero_grad(set_to_none=True)  # the last step's gradients: a model's worth, unused now
                 weights = clip_update(result.weights, global_w, setup.clip_norm)
                 self._dp_steps += result.dp_steps
