@@ -16,7 +16,7 @@ and reallocates the same buffers every SGD step (a 26 MiB weight gradient and
 the 32 MiB ceiling, so unmapped every step), and every give-back is paid
 again as page faults on the next step: 551,000 minor faults in 60 steps of
 that MLP, 146 ms a step. The executor fixes the thresholds high
-instead while a client trains and scores (heap_kept_while_training: blocks below 64 MiB
+instead while a client trains (heap_kept_while_training: blocks below 64 MiB
 from the heap, its top kept up to 1 GiB): 144,000 faults (the start-up's),
 94-100 ms a step on the same loaded machine. Kept for the whole process, the
 same settings let buffers freed between trims linger (peak PSS of the

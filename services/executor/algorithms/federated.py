@@ -441,8 +441,7 @@ class TrainingClient:
                 model = self._model(p, setup.n_features, setup.n_classes)
                 global_w = from_tensors(message.tensors)
                 set_weights(model, global_w)
-                with heap_kept_while_training():  # scoring, like training, remakes wide activations
-                    scores = _score_previous(model, data, message.round)
+                scores = _score_previous(model, data, message.round)
                 if scores:
                     await ctx.report(round=message.round - 1, total_rounds=int(p["rounds"]), stage="evaluated",
                                      metrics={"accuracy": scores["eval_accuracy"], "loss": scores["eval_loss"]})
