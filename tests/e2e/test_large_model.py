@@ -37,11 +37,12 @@ CLIENTS = ("clinic-a", "clinic-b")
 
 
 def _exact_fedavg(updates: list[tuple[dict[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
-    """FedAvg of two updates, as float32(sum_k n_k/N * w_k) with the products exact in float64."""
+    """FedAvg of two updates, as float32((n_1 w_1 + n_2 w_2) / N) in float64, where each n_k w_k is
+    exact (a float32 times a count below 2^29), so only the sum and the division round."""
     assert len(updates) == 2
     (w1, n1), (w2, n2) = updates
-    a, b = n1 / (n1 + n2), n2 / (n1 + n2)
-    return {k: (w1[k].astype(np.float64) * a + w2[k].astype(np.float64) * b).astype(np.float32) for k in w1}
+    return {k: ((w1[k].astype(np.float64) * n1 + w2[k].astype(np.float64) * n2) / (n1 + n2)).astype(np.float32)
+            for k in w1}
 
 
 def _assert_identical(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:

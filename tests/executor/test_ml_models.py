@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.executor.ml.models import (ModelSpec, build_model, count_parameters, get_weights,
+from services.executor.ml.models import (ModelSpec, build_model, count_parameters, get_weights, weight_views,
                                          set_weights)
 from services.executor.ml.weights import WeightsMismatch
 
@@ -61,6 +61,16 @@ def test_get_weights_returns_copies():
     set_weights(model, weights)
     weights["0.bias"][:] = 7.0  # set_weights copied too
     assert np.all(get_weights(model)["0.bias"] == 123.0)
+
+
+def test_weight_views_share_the_parameters_read_only():
+    model = build_model(SPECS[0], 0)
+    views = weight_views(model)
+    assert all(np.array_equal(views[k], v) for k, v in get_weights(model).items())
+    with pytest.raises(ValueError):
+        views["0.bias"][:] = 1.0  # the model is not writable through them
+    set_weights(model, {k: np.full_like(v, 2.0) for k, v in get_weights(model).items()})
+    assert np.all(views["0.bias"] == 2.0)  # views, not copies: they follow the model
 
 
 def test_same_seed_same_init_and_global_rng_untouched():

@@ -46,6 +46,45 @@ def test_fedavg_weights_by_num_examples():
         assert state.step == 1 and state.strategy == name
 
 
+def _float32_clients(seed: int, n: int = 5, size: int = 3 * aggregation.FOLD_SLICE + 7):
+    rng = np.random.default_rng(seed)
+    return {f"party-{i}": ({"w": rng.standard_normal(size).astype(np.float32), "b": rng.standard_normal(3).astype(np.float32)},
+                           int(rng.integers(1, 5000))) for i in range(n)}
+
+
+@pytest.mark.parametrize("arrival", [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 0, 4, 1, 3]])
+def test_ordered_fold_is_the_list_average_bit_for_bit_whatever_the_arrival_order(arrival):
+    clients = _float32_clients(7)
+    names = sorted(clients)
+    fold = aggregation.OrderedFold(names)
+    for i in arrival:
+        fold.add(names[i], *clients[names[i]])
+    expected = aggregation.weighted_average([clients[c] for c in names])
+    got = fold.close()
+    assert all(np.array_equal(got[k], expected[k]) for k in expected)
+    # ... and within float64 rounding of sum_k (n_k / N) w_k
+    total = sum(n for _, n in clients.values())
+    for k in expected:
+        np.testing.assert_allclose(got[k], sum(w[k].astype(np.float64) * n / total for w, n in clients.values()),
+                                   rtol=1e-12, atol=1e-12)
+
+
+def test_ordered_fold_holds_only_early_arrivals_and_skips_a_silent_client():
+    clients = _float32_clients(8, n=4, size=10)
+    names = sorted(clients)
+    fold = aggregation.OrderedFold(names)
+    fold.add(names[2], *clients[names[2]])
+    fold.add(names[3], *clients[names[3]])
+    assert fold.waiting == 2          # both wait for names[0] (names[1] never answers)
+    fold.add(names[0], *clients[names[0]])
+    assert fold.waiting == 2          # names[0] folded; names[2:] still wait behind the silent names[1]
+    with pytest.raises(ValueError):
+        fold.add(names[0], *clients[names[0]])  # one update per client
+    got = fold.close()
+    expected = aggregation.weighted_average([clients[c] for c in (names[0], names[2], names[3])])
+    assert all(np.array_equal(got[k], expected[k]) for k in expected)
+
+
 def test_new_global_keeps_the_global_dtype_and_order():
     glob = {"b": np.zeros(1, np.float32), "a": np.zeros(2, np.float32)}
     updates = [({"a": np.array([1.0, 2.0]), "b": np.array([3.0])}, 2)]
@@ -272,9 +311,9 @@ def test_fedavg_sum_is_the_same_bits_whatever_its_block_size(monkeypatch):
     for k in ("w", "b"):
         acc = np.zeros(updates[0][0][k].shape, np.float64)
         for w, n in updates:
-            acc += np.array(w[k], np.float64) * (n / total)
-        expected[k] = acc
+            acc += np.array(w[k], np.float64) * float(n)
+        expected[k] = acc / total
     for block in (1, 3, 64, 1 << 15):
-        monkeypatch.setattr(aggregation, "_SUM_BLOCK", block)
+        monkeypatch.setattr(aggregation, "FOLD_SLICE", block)
         got = aggregation.weighted_average(updates)
         assert {k: v.tobytes() for k, v in got.items()} == {k: v.tobytes() for k, v in expected.items()}

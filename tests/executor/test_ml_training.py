@@ -11,7 +11,7 @@ import torch
 
 from services.executor.ml.metrics import classification_metrics, metrics_from_confusion
 from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
-from services.executor.ml.training import (TrainConfig, batch_order, evaluate, train_centralized,
+from services.executor.ml.training import (TrainConfig, batch_order, eval_batch_rows, evaluate, train_centralized,
                                            train_local)
 
 
@@ -178,6 +178,18 @@ def test_evaluate_by_hand():
     assert out["accuracy"] == pytest.approx(2 / 3) and out["n"] == 3
     assert out["precision"] == pytest.approx([0.5, 1.0]) and out["recall"] == pytest.approx([1.0, 0.5])
     assert model.training  # evaluate restores the mode it found
+
+
+def test_a_wide_model_is_scored_in_small_batches_with_the_same_scores():
+    # 4,096 rows of a 65,536-unit layer would be a 1 GiB activation; 128 rows are 32 MiB.
+    wide = build_model(ModelSpec("mlp", 100, 10, hidden=65536), 0)
+    assert eval_batch_rows(wide, 100) == 128
+    assert eval_batch_rows(build_model(ModelSpec("logreg", 64, 10), 0), 64) == 4096
+    model = build_model(ModelSpec("mlp", 16, 3, hidden=8192), 0)  # 1,024 rows at a time: 3 batches
+    X, y = toy_data(n=3000)
+    assert eval_batch_rows(model, 16) == 1024
+    small, whole = evaluate(model, X, y), evaluate(model, X, y, batch_size=4096)
+    assert small["loss"] == pytest.approx(whole["loss"], rel=1e-6) and small["confusion"] == whole["confusion"]
 
 
 def test_one_client_fedavg_is_centralized_training_bit_for_bit():

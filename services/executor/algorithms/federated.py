@@ -26,6 +26,7 @@ is reported as dp_epsilon in the round's progress and the step's result.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 
@@ -38,7 +39,8 @@ from services.executor.federation.rounds import RoundOutcome, RoundPlan, round_o
 from services.executor.federation.transcript import (AnnounceGate, RoundSetup, SetupRejected, check_setup,
                                                      setup_for)
 from services.executor.federation.updates import UpdateRejected, check_secure_sum, check_update, clip_update
-from services.executor.memory import return_freed_memory
+from services.executor.memory import heap_kept_while_training, return_freed_memory
+from services.executor.ml.aggregation import OrderedFold
 from services.executor.ml.local_dp import local_epsilon
 from services.executor.ml.compression import compress, decompress
 from services.executor.ml.models import ModelSpec, build_model, get_weights, set_weights
@@ -154,13 +156,19 @@ class _Aggregation:
                 del updates  # N models: not held through the next round's collection
                 return_freed_memory()
             else:
-                updates, losses, evaluations = await self._round(r, global_w, shape)
+                # The averaging strategies fold each update into one sum as it arrives (in the fixed
+                # client order); the robust ones need every client's model at once.
+                stream = self.strategy.supports_secure_aggregation
+                collected, losses, evaluations = await self._round(r, global_w, shape, stream=stream)
                 if evaluations and r > 1:  # the clients scored the previous round's global model
                     await ctx.report(round=r - 1, total_rounds=int(p["rounds"]), stage="evaluated",
                                      metrics=_global_scores(evaluations))
-                state, global_w = self.strategy.aggregate(state, global_w, updates)
-                metrics = {"clients": float(len(updates))}
-                del updates  # N models: not held through the next round's collection
+                if isinstance(collected, OrderedFold):
+                    state, global_w = self.strategy.server_step(state, global_w, collected.close())
+                else:
+                    state, global_w = self.strategy.aggregate(state, global_w, collected)
+                metrics = {"clients": float(len(losses))}
+                del collected  # N models (or their sum): not held through the next round's collection
                 return_freed_memory()
                 if not p.get("local_dp"):  # under local DP the clients keep their losses to themselves
                     metrics["train_loss"] = weighted_mean(losses)
@@ -240,7 +248,9 @@ class _Aggregation:
         return {"n_features": features.pop(),
                 "n_classes": max(int(m["n_classes"]) for m in self.joined.values())}
 
-    async def _round(self, r: int, global_w, shape) -> tuple[list, list]:
+    async def _round(self, r: int, global_w, shape, *, stream: bool = False) -> tuple[list | OrderedFold, list, list]:
+        """Runs round r's collection: (the updates in client order, or with `stream` the OrderedFold
+        they went into as they arrived; (loss, n) per client; the clients' scores of the last model)."""
         ctx, p = self.ctx, self.p
         sampled = sample_clients(list(self.joined), float(p["fraction_fit"]), int(p["min_clients"]), int(p["seed"]), r)
         try:
@@ -251,6 +261,7 @@ class _Aggregation:
         await self.channel.send(announce)
         plan = RoundPlan(r, sampled, ctx.clock.monotonic() + float(p["round_timeout_s"]))
         answers: dict[str, tuple] = {}
+        fold = OrderedFold(sorted(sampled)) if stream else None
         while (outcome := round_outcome(plan, answers, ctx.clock.monotonic(), int(p["min_clients"]))) is RoundOutcome.WAIT:
             message = await self.channel.receive(min(0.5, max(0.01, plan.deadline - ctx.clock.monotonic())))
             ctx.check_stop()
@@ -277,8 +288,12 @@ class _Aggregation:
                     self.channel.reject(message, exc.reason, str(exc))
                     await ctx.report(round=r, total_rounds=int(p["rounds"]), stage=f"rejected update: {exc}"[:300])
                     continue
+                if fold is not None:  # folded now, or held only until the clients before it answered
+                    fold.add(message.sender, weights, message.num_examples)
+                    weights = None
                 answers[message.sender] = (weights, message.num_examples,
                                            float(message.metrics.get("loss", float("nan"))), dict(message.metrics))
+                message = None  # its buffer is the update's: the fold (or answers) decides how long it lives
             elif message.kind == RoundKind.UPDATE:
                 self.channel.reject(message, "not_this_round" if message.round != r else "not_in_cohort",
                                     f"UPDATE for round {message.round} from {message.sender}; round {r} "
@@ -288,7 +303,8 @@ class _Aggregation:
                                  f"round_timeout_s={p['round_timeout_s']}; min_clients={p['min_clients']}")
         ordered = [answers[c] for c in sorted(answers)]  # fixed order: aggregation is bit-reproducible
         evaluations = [m for *_, m in ordered if m.get("eval_n")]
-        return [(w, n) for w, n, _, _ in ordered], [(loss, n) for _, n, loss, _ in ordered], evaluations
+        losses = [(loss, n) for _, n, loss, _ in ordered]
+        return (fold if fold is not None else [(w, n) for w, n, _, _ in ordered]), losses, evaluations
 
     def weights_of(self, update, global_w) -> dict[str, np.ndarray]:
         """A client's model: sent whole, or as a compressed delta from the round's global model.
@@ -430,9 +446,16 @@ class TrainingClient:
                     await ctx.report(round=message.round - 1, total_rounds=int(p["rounds"]), stage="evaluated",
                                      metrics={"accuracy": scores["eval_accuracy"], "loss": scores["eval_loss"]})
                 sent, received = channel.bytes_sent, channel.bytes_received
-                result = train_local(model, data.x_train, data.y_train, config,
-                                     epoch_offset=(message.round - 1) * config.local_epochs, seed=seed,
-                                     global_weights=global_w)
+                announced = payload_bytes(message)
+                if not _uses_global_after_training(p, setup, config, secure is not None):
+                    # The model holds the global weights now and nothing after training reads them:
+                    # the received buffer goes before training, one model's worth less at the peak.
+                    message, global_w = dataclasses.replace(message, tensors=()), None
+                    return_freed_memory()  # its pages leave before training keeps the heap (memory.py)
+                with heap_kept_while_training():  # no page faults at every SGD step (memory.py)
+                    result = train_local(model, data.x_train, data.y_train, config,
+                                         epoch_offset=(message.round - 1) * config.local_epochs, seed=seed,
+                                         global_weights=global_w, share_weights=secure is None)
                 model.zero_grad(set_to_none=True)  # the last step's gradients: a model's worth, unused now
                 weights = clip_update(result.weights, global_w, setup.clip_norm)
                 self._dp_steps += result.dp_steps
@@ -442,6 +465,9 @@ class TrainingClient:
                     await secure.start(message, setup, weights, global_w, result.num_examples, loss or 0.0)
                 else:
                     arrays, body = self._encoded(p, weights, global_w, seed, message.round)
+                    # The update (views of the model, sent before the next round loads it) is encoded:
+                    # the received model goes before the wire copy of the update is made.
+                    message, global_w = dataclasses.replace(message, tensors=()), None
                     await channel.send(channel.message(RoundKind.UPDATE, message.round, recipient=message.sender,
                                                        arrays=arrays, num_examples=result.num_examples,
                                                        metrics={**({"loss": loss} if loss is not None else {}),
@@ -454,8 +480,7 @@ class TrainingClient:
                     progress["train_loss"] = loss
                 await ctx.report(round=message.round, total_rounds=int(p["rounds"]), stage="training",
                                  metrics={**progress, "bytes_sent": float(channel.bytes_sent - sent),
-                                          "bytes_received": float(channel.bytes_received - received
-                                                                  + payload_bytes(message))})
+                                          "bytes_received": float(channel.bytes_received - received + announced)})
                 # The round's models (received, trained, sent) are not kept while waiting for the next.
                 message = global_w = result = weights = arrays = None
                 return_freed_memory()
@@ -531,6 +556,13 @@ class TrainingClient:
         return RoleResult(metrics={"test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],
                                    "test_n": metrics["n"],
                                    **self._local_privacy(p, TrainConfig.from_params(p), len(data.y_train))})
+
+
+def _uses_global_after_training(p, setup: RoundSetup, config: TrainConfig, secure: bool) -> bool:
+    """Whether a client reads the round's global model once local training starts: as the FedProx
+    anchor, to clip its delta, to compress it, or to mask it under secure aggregation."""
+    return (secure or config.mu > 0 or setup.clip_norm > 0
+            or str(p.get("compression") or "none") != "none")
 
 
 def _score_previous(model, data, round: int) -> dict[str, float]:

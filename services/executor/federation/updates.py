@@ -3,7 +3,7 @@
 A signature proves who sent an update, not that it is honest. In a plain round
 the aggregator sees each update and refuses one that
 
-- is not finite, or does not have the global model's names and shapes,
+- is not finite, or does not have the global model's names, shapes and a float dtype,
 - claims no examples, or more than its owner declared when it joined
   (FedAvg weights by example count: a client must not vote for 10^9 rows),
 - moves the model further than the flow's `update_clip_norm` (L2 of the delta).
@@ -73,6 +73,9 @@ def check_update(message: RoundMessage, global_w: Mapping[str, np.ndarray], join
     weights = dict(weights)
     if set(weights) != set(global_w) or any(np.shape(weights[k]) != np.shape(g) for k, g in global_w.items()):
         raise UpdateRejected("wrong_shape", f"{who}: tensors {sorted(weights)} do not match the global model")
+    if any(np.asarray(w).dtype.kind != "f" for w in weights.values()):
+        raise UpdateRejected("wrong_dtype", f"{who}: tensors of dtypes {sorted({str(np.asarray(w).dtype) for w in weights.values()})}; "
+                                            f"a model's weights are floats")
     if not all(np.all(np.isfinite(w)) for w in weights.values()):
         raise UpdateRejected("not_finite", f"{who}: the update holds NaN or infinite values")
     declared = int(joined.get("num_examples", 0))

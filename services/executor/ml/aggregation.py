@@ -22,39 +22,97 @@ import numpy as np
 from .weights import Update, Weights, flatten, unflatten
 
 
-# Elements summed per block: a float64 block of the sum and of one term stay in L2 cache while
-# every update is folded in, instead of a model-sized float64 temporary per update per tensor.
-_SUM_BLOCK = 1 << 15
+# Values scaled at a time: a float64 slice of the term that stays in L2 cache on its way into the
+# sum, not a model-sized temporary per update per tensor.
+FOLD_SLICE = 1 << 15
+
+
+class WeightedSum:
+    """sum_k n_k w_k in float64, one update at a time in the order they are added; then / sum_k n_k.
+
+    n_k w_k of a float32 (or float16) w_k is exact in float64 (24 + 31 bits < 53), so only
+    the additions and the final division round; the same updates added in the same order
+    give the same bits, so an aggregator can fold updates as they arrive instead of holding
+    N models (OrderedFold keeps the order fixed whatever the arrival order).
+    """
+
+    def __init__(self) -> None:
+        self._acc: Weights | None = None
+        self.total = 0
+        self.count = 0
+
+    def add(self, weights: Mapping[str, np.ndarray], n: int) -> None:
+        if self._acc is None:
+            self._acc = {k: np.zeros(np.shape(v), dtype=np.float64) for k, v in weights.items()}
+        scale = float(int(n))
+        for k, acc in self._acc.items():
+            src, dst = np.asarray(weights[k]).reshape(-1), acc.reshape(-1)
+            scratch = np.empty(min(FOLD_SLICE, src.size), dtype=np.float64)
+            for i in range(0, src.size, FOLD_SLICE):
+                part = src[i:i + FOLD_SLICE]
+                scaled = scratch[:part.size]
+                np.multiply(part, scale, out=scaled, dtype=np.float64)
+                dst[i:i + FOLD_SLICE] += scaled
+        self.total += int(n)
+        self.count += 1
+
+    def average(self) -> Weights:
+        """The weighted mean, in float64 (divided in place: the sum is consumed)."""
+        if self._acc is None:
+            raise ValueError("no client updates to average")
+        if self.total <= 0:
+            raise ValueError("client updates carry no training examples (sum of num_examples is 0)")
+        out, self._acc = self._acc, None
+        for acc in out.values():
+            acc /= self.total
+        return out
+
+
+class OrderedFold:
+    """Folds updates into one WeightedSum in a fixed order of senders, whatever order they arrive in.
+
+    An update is folded as soon as every sender before it has been; only out-of-order arrivals
+    wait, so the aggregator holds one float64 sum and the updates that came early, not N models.
+    The result is bit for bit weighted_average over the answered senders' updates in `order`
+    (a sender that never answers is skipped when the fold closes), so a resumed round, whose
+    updates arrive in another order, still ends with the same model.
+    """
+
+    def __init__(self, order: Sequence[str]) -> None:
+        self._order = list(order)
+        self._next = 0
+        self._waiting: dict[str, Update] = {}
+        self._sum = WeightedSum()
+
+    def add(self, sender: str, weights: Mapping[str, np.ndarray], n: int) -> None:
+        if sender not in self._order or sender in self._waiting or self._order.index(sender) < self._next:
+            raise ValueError(f"{sender!r} is not expected in this fold, or already added")
+        self._waiting[sender] = (weights, n)
+        while self._next < len(self._order) and self._order[self._next] in self._waiting:
+            self._sum.add(*self._waiting.pop(self._order[self._next]))
+            self._next += 1
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def close(self) -> Weights:
+        """The weighted average of every update added (those behind a silent sender folded now)."""
+        for sender in self._order[self._next:]:
+            if sender in self._waiting:
+                self._sum.add(*self._waiting.pop(sender))
+        self._next = len(self._order)
+        return self._sum.average()
 
 
 def weighted_average(updates: Sequence[Update]) -> Weights:
-    """sum_k n_k w_k / sum_k n_k.
-
-    Each element is 0 + (float64(w_1) * n_1/total) + (float64(w_2) * n_2/total) + ..., in the
-    order of `updates`, whatever the block size: the same float64 operations in the same order,
-    so the result does not depend on how the work is cut (resume = uninterrupted, bit for bit).
-    """
+    """sum_k n_k w_k / sum_k n_k, folded in list order (see WeightedSum)."""
     if not updates:
         raise ValueError("no client updates to average")
-    total = sum(int(n) for _, n in updates)
-    if total <= 0:
-        raise ValueError("client updates carry no training examples (sum of num_examples is 0)")
-    keys = list(updates[0][0])
-    out: Weights = {}
-    for k in keys:
-        shape = np.shape(updates[0][0][k])
-        acc = np.zeros(shape, dtype=np.float64)
-        flat_acc = acc.reshape(-1)
-        terms = [(np.asarray(weights[k]).reshape(-1), int(n) / total) for weights, n in updates]
-        term = np.empty(min(_SUM_BLOCK, flat_acc.size), dtype=np.float64)
-        for start in range(0, flat_acc.size, _SUM_BLOCK):
-            block = flat_acc[start:start + _SUM_BLOCK]
-            scaled = term[:block.size]
-            for flat, scale in terms:
-                np.multiply(flat[start:start + _SUM_BLOCK], scale, out=scaled, dtype=np.float64)
-                block += scaled
-        out[k] = acc
-    return out
+    folded = WeightedSum()
+    for weights, n in updates:
+        folded.add(weights, n)
+    return folded.average()
 
 
 def _stack(updates: Sequence[Update]) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:

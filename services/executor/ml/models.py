@@ -117,6 +117,20 @@ def get_weights(model: nn.Module) -> Weights:
     return out
 
 
+def weight_views(model: nn.Module) -> Weights:
+    """Read-only float32 numpy views of the state_dict, in its order: no copy, so they show the
+    model as it is when read. For a caller that is done with the model until it has used them
+    (a client sending its update before it loads the next round's model); else get_weights."""
+    out: Weights = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.dtype != torch.float32:
+            raise TypeError(f"{name!r} is {tensor.dtype}, not float32; weight_views shares float32 storage only")
+        view = tensor.detach().numpy()
+        view.flags.writeable = False
+        out[name] = view
+    return out
+
+
 def set_weights(model: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
     """Loads `weights` into the model; names and shapes must match exactly."""
     current = model.state_dict()

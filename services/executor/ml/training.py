@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from .local_dp import LocalDp, dp_sgd_epoch
 from .metrics import classification_metrics
-from .models import ModelSpec, build_model, get_weights
+from .models import ModelSpec, build_model, get_weights, weight_views
 from .weights import Weights, check_compatible
 
 OPTIMIZERS = ("sgd", "adam")
@@ -138,12 +138,16 @@ def _as_tensors(X, y) -> tuple[torch.Tensor, torch.Tensor]:
 
 def train_local(model: nn.Module, X, y, config: TrainConfig, *, epoch_offset: int, seed: int,
                 global_weights: Mapping[str, np.ndarray] | None = None,
-                optimizer_state: Mapping[str, np.ndarray] | None = None) -> TrainResult:
+                optimizer_state: Mapping[str, np.ndarray] | None = None,
+                share_weights: bool = False) -> TrainResult:
     """Trains `model` in place for config.local_epochs epochs, numbered from epoch_offset.
 
     global_weights: the round's global model, the FedProx anchor (required when mu > 0;
     the model's weights are not used instead, since after a resume they are mid-round).
     optimizer_state: as returned by a previous call, to continue it; None starts fresh.
+    share_weights: the result's weights are read-only views of the model's parameters
+    (weight_views), not a copy: a model's worth less memory for a caller that uses them
+    before it changes the model again.
     """
     started = time.perf_counter()
     x_t, y_t = _as_tensors(X, y)
@@ -159,7 +163,7 @@ def train_local(model: nn.Module, X, y, config: TrainConfig, *, epoch_offset: in
     if config.mu > 0:
         if global_weights is None:
             raise ValueError("FedProx (mu > 0) needs the round's global_weights")
-        check_compatible(get_weights(model), global_weights, "global_weights")
+        check_compatible(weight_views(model), global_weights, "global_weights")
         anchor = [torch.tensor(np.asarray(global_weights[name], dtype=np.float32)) for name in names]
 
     model.train()
@@ -172,7 +176,7 @@ def train_local(model: nn.Module, X, y, config: TrainConfig, *, epoch_offset: in
             epoch_loss, epoch_seen, epoch_steps = dp_sgd_epoch(model, x_t, y_t, opt, config.local_dp,
                                                                config.batch_size, prox)
             loss_sum, seen, steps = loss_sum + epoch_loss, seen + epoch_seen, steps + epoch_steps
-        return TrainResult(get_weights(model), n, loss_sum / max(seen, 1), _optimizer_state_arrays(opt, names),
+        return TrainResult(_weights(model, share_weights), n, loss_sum / max(seen, 1), _optimizer_state_arrays(opt, names),
                            time.perf_counter() - started, steps)
     for e in range(config.local_epochs):
         order = torch.from_numpy(batch_order(n, seed, epoch_offset + e))
@@ -188,8 +192,12 @@ def train_local(model: nn.Module, X, y, config: TrainConfig, *, epoch_offset: in
             opt.step()
             loss_sum += float(loss.detach()) * len(idx)
             seen += len(idx)
-    return TrainResult(get_weights(model), n, loss_sum / seen,
+    return TrainResult(_weights(model, share_weights), n, loss_sum / seen,
                        _optimizer_state_arrays(opt, names), time.perf_counter() - started)
+
+
+def _weights(model: nn.Module, share: bool) -> Weights:
+    return weight_views(model) if share else get_weights(model)
 
 
 def train_centralized(spec: ModelSpec, X, y, config: TrainConfig, epochs: int, *,
@@ -199,10 +207,24 @@ def train_centralized(spec: ModelSpec, X, y, config: TrainConfig, epochs: int, *
     return train_local(model, X, y, replace(config, local_epochs=epochs), epoch_offset=0, seed=seed)
 
 
+EVAL_ACTIVATION_BYTES = 32 << 20  # the widest layer's output per scoring batch
+
+
+def eval_batch_rows(model: nn.Module, n_features: int, most: int = 4096) -> int:
+    """Rows scored at a time: up to `most`, fewer when the widest dense layer's float32 output would
+    pass EVAL_ACTIVATION_BYTES (4,096 rows of a 65,536-unit layer are 1 GiB, and twice that with
+    its ReLU; 128 rows are 32 MiB and score as fast). Rows are scored independently: the batch
+    size changes no score in exact arithmetic (and none bit for bit with this machine's MKL)."""
+    width = max([n_features] + [int(p.shape[0]) for p in model.parameters() if p.ndim == 2])
+    return max(1, min(most, EVAL_ACTIVATION_BYTES // (4 * width)))
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, X, y, *, batch_size: int = 4096) -> dict[str, Any]:
-    """loss (mean cross-entropy), accuracy, per-class precision/recall/f1/support, n, confusion."""
+def evaluate(model: nn.Module, X, y, *, batch_size: int | None = None) -> dict[str, Any]:
+    """loss (mean cross-entropy), accuracy, per-class precision/recall/f1/support, n, confusion.
+    batch_size: rows per forward pass (default eval_batch_rows)."""
     x_t, y_t = _as_tensors(X, y)
+    batch_size = batch_size or eval_batch_rows(model, int(x_t.shape[1]))
     was_training = model.training
     model.eval()
     try:
