@@ -39,7 +39,6 @@ class WeightedSum:
     def __init__(self) -> None:
         self._acc: Weights | None = None
         self.total = 0
-        self.count = 0
 
     def add(self, weights: Mapping[str, np.ndarray], n: int) -> None:
         if self._acc is None:
@@ -54,7 +53,6 @@ class WeightedSum:
                 np.multiply(part, scale, out=scaled, dtype=np.float64)
                 dst[i:i + FOLD_SLICE] += scaled
         self.total += int(n)
-        self.count += 1
 
     def average(self) -> Weights:
         """The weighted mean, in float64 (divided in place: the sum is consumed)."""

@@ -33,6 +33,7 @@ finish without it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 
 from shared.events import Status
@@ -43,20 +44,11 @@ _TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 def task_status(statuses: Collection[Status]) -> Status:
     """The rules above; remembered per tuple of member statuses (the fold derives a task's
     status at every transition of a member, and few combinations ever occur)."""
-    key = tuple(statuses)
-    status = _TASK_STATUS.get(key)
-    if status is None:
-        if len(_TASK_STATUS) >= _MEMO_LIMIT:
-            _TASK_STATUS.clear()
-        status = _TASK_STATUS[key] = _task_status(key)
-    return status
+    return _task_status(tuple(statuses))
 
 
-_TASK_STATUS: dict[tuple[Status, ...], Status] = {}
-_MEMO_LIMIT = 4096
-
-
-def _task_status(statuses: Collection[Status]) -> Status:
+@functools.lru_cache(maxsize=4096)
+def _task_status(statuses: tuple[Status, ...]) -> Status:
     present = set(statuses)
     if not present:
         return Status.PENDING
